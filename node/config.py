@@ -1,0 +1,266 @@
+"""Node configuration: pydantic models in the shape of the Go node's YAML, loading, overrides.
+
+A bad config fails at start with a `ConfigError` naming the file, the key, what was found
+and what was expected. `PRAXIS_<SECTION>_<KEY>` environment variables override scalar and
+list keys of the top-level sections (lists comma-separated), e.g. `PRAXIS_P2P_PORT=4001`,
+`PRAXIS_P2P_BOOTSTRAP_NODES=/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from protocols.messages import ToolParameter, ToolSpec
+
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+EngineKind = Literal["dagger", "remote-mcp", "process", "python"]
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; the message says where and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ToolContract(_Section):
+    """One tool this node serves, in the Go node's shape (`engineSpec` is engine-specific)."""
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str = ""
+    engine: EngineKind
+    params: list[ToolParameter] = Field(default_factory=list)
+    engine_spec: dict[str, Any] = Field(default_factory=dict, alias="engineSpec")
+    # A call that may already have run is retried on another provider only when idempotent.
+    idempotent: bool = False
+    # Peer IDs that may call this tool ("*": any authenticated peer). None: the node default.
+    allow_peers: list[str] | None = None
+    deny_peers: list[str] = Field(default_factory=list)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON Schema of the arguments, derived from `params`."""
+        props: dict[str, Any] = {}
+        for p in self.params:
+            props[p.name] = {"type": p.type, "description": p.description}
+        return {
+            "type": "object",
+            "properties": props,
+            "required": [p.name for p in self.params if p.required],
+        }
+
+    def to_spec(self) -> ToolSpec:
+        return ToolSpec(
+            name=self.name,
+            description=self.description,
+            parameters=list(self.params),
+            input_schema=self.input_schema(),
+            idempotent=self.idempotent,
+        )
+
+
+class AgentSection(_Section):
+    name: str = Field(default="praxis-node", min_length=1, max_length=128)
+    version: str = "0.1.0"
+    tools: list[ToolContract] = Field(default_factory=list)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+class P2PSection(_Section):
+    port: int = Field(default=0, ge=0, le=65535)
+    host: str = "127.0.0.1"
+    bootstrap_nodes: list[str] = Field(default_factory=list)
+    enable_mdns: bool = True
+    # Where the node's Ed25519 key lives (relative to the config file's folder).
+    key_file: str = "identity.key"
+    # How often peers' cards are fetched again even without a change notice.
+    card_refresh_seconds: float = Field(default=30.0, gt=0)
+    # Upper bound of the exponential backoff between dials of a bootstrap node.
+    dial_backoff_max_seconds: float = Field(default=10.0, gt=0)
+
+
+class McpServerEntry(_Section):
+    """A whole MCP server whose tools this node forwards calls to."""
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    address: str | None = None  # URL for streamable-http / sse
+    transport: Literal["streamable-http", "sse", "stdio"] | None = None
+    command: str | None = None  # stdio
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)  # secret
+    share: bool = False  # also advertise these tools to peers in this node's card
+
+
+class McpSection(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    token: str | None = Field(default=None, repr=False)  # bearer token; required off loopback
+    servers: list[McpServerEntry] = Field(default_factory=list)
+
+
+class ProcessEngineSettings(_Section):
+    enabled: bool = False  # host processes run without isolation: operator opt-in
+    default_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_output_bytes: int = Field(default=1 * MiB, gt=0)
+
+
+class DaggerEngineSettings(_Section):
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    default_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Folders mounts may come from; empty means the config file's folder.
+    mount_roots: list[str] = Field(default_factory=list)
+
+
+class EnginesSection(_Section):
+    process: ProcessEngineSettings = Field(default_factory=ProcessEngineSettings)
+    dagger: DaggerEngineSettings = Field(default_factory=DaggerEngineSettings)
+
+
+class LimitsSection(_Section):
+    max_frame_bytes: int = Field(default=4 * MiB, ge=1024)
+    idle_timeout_seconds: float = Field(default=10.0, gt=0)
+    call_timeout_seconds: float = Field(default=60.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_hops: int = Field(default=4, ge=1, le=64)
+    max_inflight_total: int = Field(default=256, ge=1)
+    max_inflight_per_peer: int = Field(default=64, ge=1)
+    max_json_depth: int = Field(default=64, ge=4)
+
+
+class PolicySection(_Section):
+    # Who may call tools that do not name their own allow_peers ("*": any authenticated peer).
+    default_allow: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class NodeConfig(_Section):
+    agent: AgentSection = Field(default_factory=AgentSection)
+    p2p: P2PSection = Field(default_factory=P2PSection)
+    mcp: McpSection = Field(default_factory=McpSection)
+    engines: EnginesSection = Field(default_factory=EnginesSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
+    # The folder relative paths in this config are resolved against (the file's folder).
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def with_base_dir(self, base_dir: Path) -> NodeConfig:
+        self._base_dir = base_dir.resolve()
+        return self
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self._base_dir / path
+
+    def tool(self, name: str) -> ToolContract | None:
+        return next((t for t in self.agent.tools if t.name == name), None)
+
+
+_SECRET_KEYS = ("headers", "token", "env")
+
+
+def _describe(errors: list[Any], source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in errors:
+        loc = err["loc"]
+        key = ""
+        for part in loc:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+        found = err.get("input")
+        secret = any(str(p) in _SECRET_KEYS for p in loc)
+        shown = "(hidden)" if secret else repr(found) if not isinstance(found, dict | list) else type(found).__name__
+        if err["type"] == "missing":
+            lines.append(f"  {key}: missing; expected {err['msg'].lower()}")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key; remove it or check its spelling")
+        else:
+            lines.append(f"  {key}: found {shown}; expected: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Apply PRAXIS_<SECTION>_<KEY> overrides to the raw mapping (scalars and lists only)."""
+    for section_name, section_field in NodeConfig.model_fields.items():
+        model = section_field.annotation
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            continue
+        for key, field in model.model_fields.items():
+            value = env.get(f"PRAXIS_{section_name}_{key}".upper())
+            if value is None:
+                continue
+            origin = get_origin(field.annotation)
+            section = raw.setdefault(section_name, {})
+            if not isinstance(section, dict):
+                continue
+            if origin is list and get_args(field.annotation) == (str,):
+                section[key] = [v.strip() for v in value.split(",") if v.strip()]
+            elif field.annotation is str or field.annotation == str | None:
+                section[key] = value
+            elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                continue
+            else:
+                section[key] = yaml.safe_load(value)
+    return raw
+
+
+def parse_config(
+    data: Any, *, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> NodeConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, found {type(data).__name__}")
+    data = _env_overrides(data, os.environ if env is None else env)
+    try:
+        config = NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors(), source)) from None
+    names = [t.name for t in config.agent.tools]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: agent.tools: the tool name(s) {dupes} appear more than once")
+    return config
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Load and validate a YAML config file; relative paths resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    config = parse_config(data, source=str(path), env=env)
+    return config.with_base_dir(path.resolve().parent)
+
+
+def valid_identifier(name: str) -> bool:
+    """True for names usable as environment variables."""
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
