@@ -90,9 +90,16 @@ class NoProvider(PraxisError):
 
 
 class PeerUnreachable(PraxisError):
-    """A peer could not be dialled or vanished before answering."""
+    """A peer could not be dialled or vanished before answering.
+
+    `maybe_ran` is True when the request had already been sent: the tool may have run.
+    """
 
     code = -32008
+
+    def __init__(self, message: str, *, maybe_ran: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_ran = maybe_ran
 
 
 _BY_CODE: dict[int, type[PraxisError]] = {

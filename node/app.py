@@ -1,0 +1,352 @@
+"""Node: wires host, directory, engines, router and services together and owns their lifetimes.
+
+Everything runs in one trio nursery owned by `Node.running()`: leaving that context stops
+every task, closes the host and the engines, and leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
+
+from node.config import ConfigError, NodeConfig
+from node.engines.base import ExecutionEngine
+from node.engines.process import ProcessEngine
+from node.engines.python import PythonEngine
+from node.host import build_host, full_addrs, listen_multiaddr, parse_peer_addr
+from node.identity import load_or_create_identity
+from node.local_tools import LocalTools
+from node.mdns import MdnsBridge
+from node.peers import PeerDirectory
+from node.router import Routed, Router, UpstreamTools
+from node.service import ToolService
+from node.signals import ChangeSignal
+from protocols.card import CARD_PROTOCOL, exchange_cards
+from protocols.errors import PeerUnreachable, PraxisError, ToolTimeout
+from protocols.messages import Card, ToolRequest, ToolResponse
+from protocols.tool import TOOL_PROTOCOL, request_tool, serve_tool_stream
+from protocols.wire import WireLimits, end_stream
+
+log = logging.getLogger("praxis.node")
+
+CAPABILITIES = ["tools", "mcp"]
+ENGINE_CLOSE_TIMEOUT = 5.0
+
+
+class _ConnectionEvents(INotifee):
+    """Forwards libp2p connection events to the node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.node._on_connected(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.node._on_disconnected(network, conn)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+
+class Node:
+    """One praxis agent node. Use `async with node.running():` to run it."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        key_pair: KeyPair | None = None,
+        engines: dict[str, ExecutionEngine] | None = None,
+        upstreams: UpstreamTools | None = None,
+    ) -> None:
+        self.config = config
+        self.key_pair = key_pair or load_or_create_identity(config.resolve_path(config.p2p.key_file))
+        self.engines: dict[str, ExecutionEngine] = engines if engines is not None else default_engines(config)
+        self.limits = WireLimits(
+            max_frame_bytes=config.limits.max_frame_bytes,
+            idle_timeout=config.limits.idle_timeout_seconds,
+            max_depth=config.limits.max_json_depth,
+        )
+        self.directory = PeerDirectory()
+        self.local = LocalTools(config.agent.tools, self.engines)
+        self.upstreams = upstreams
+        self.router = Router(self.local, self.directory, self._call_peer, upstreams)
+        self.service = ToolService(config, self.local, upstreams)
+        self.connections = ChangeSignal()  # bumped on every connect and disconnect
+        self.own_card_changed = ChangeSignal()
+        self.host: IHost | None = None
+        self._nursery: trio.Nursery | None = None
+        self._exchanging: set[str] = set()
+        self._exchange_again: set[str] = set()
+
+    # ----- identity and addresses -------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        return ID.from_pubkey(self.key_pair.public_key).to_string()
+
+    @property
+    def addrs(self) -> list[str]:
+        return full_addrs(self.host) if self.host is not None else []
+
+    def own_card(self) -> Card:
+        return Card(
+            name=self.config.agent.name,
+            version=self.config.agent.version,
+            peer_id=self.peer_id,
+            capabilities=list(CAPABILITIES),
+            tools=self.local.specs() + self._shared_upstream_specs(),
+        )
+
+    def _shared_upstream_specs(self) -> list[Any]:
+        shared = getattr(self.upstreams, "shared_tools", None)
+        return list(shared().values()) if callable(shared) else []
+
+    def connected_peers(self) -> list[str]:
+        assert self.host is not None
+        return sorted(p.to_string() for p in self.host.get_network().connections if
+                      self.host.get_network().get_connections(p))
+
+    # ----- lifetime ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Node]:
+        """Start the host and every background task; stop them all on exit."""
+        self.local.check_contracts()
+        bootstrap = [parse_bootstrap(text) for text in self.config.p2p.bootstrap_nodes]
+        host = build_host(self.key_pair, self.config.p2p)
+        self.host = host
+        host.set_stream_handler(CARD_PROTOCOL, self._serve_card_stream)  # type: ignore[arg-type]
+        host.set_stream_handler(TOOL_PROTOCOL, self._serve_tool_stream)  # type: ignore[arg-type]
+        host.get_network().register_notifee(_ConnectionEvents(self))
+        try:
+            async with host.run([listen_multiaddr(self.config.p2p)]), trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for info in bootstrap:
+                    nursery.start_soon(self._keep_connected, info)
+                nursery.start_soon(self._refresh_cards_periodically)
+                nursery.start_soon(self._push_card_on_change)
+                if self.config.p2p.enable_mdns:
+                    await nursery.start(MdnsBridge(self.peer_id, self._dial_discovered).run)
+                log.info("node %s (%s) listening on %s", self.config.agent.name, self.peer_id,
+                         ", ".join(self.addrs))
+                try:
+                    yield self
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self.host = None
+            with trio.move_on_after(ENGINE_CLOSE_TIMEOUT) as scope:
+                scope.shield = True
+                for engine in self.engines.values():
+                    await engine.aclose()
+
+    # ----- calls -------------------------------------------------------------------
+
+    async def call(
+        self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Routed:
+        """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served."""
+        budget = timeout if timeout is not None else self.config.limits.call_timeout_seconds
+        deadline = trio.current_time() + budget
+        return await self.router.call(name, dict(arguments or {}), deadline=deadline,
+                                      trace_id=uuid.uuid4().hex)
+
+    async def _call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
+        stream = await self._open_stream(peer_id, TOOL_PROTOCOL, deadline)
+        ok = False
+        try:
+            # The deadline bounds the wait for the answer, not the idle timeout: tools may be slow.
+            response = await request_tool(stream, request, replace(self.limits, idle_timeout=math.inf), deadline)
+            ok = True
+            return response
+        except PeerUnreachable as exc:
+            raise PeerUnreachable(exc.message, maybe_ran=True) from None
+        finally:
+            await end_stream(stream, ok=ok)
+
+    async def _open_stream(self, peer_id: str, protocol: str, deadline: float) -> INetStream:
+        assert self.host is not None
+        limit = min(deadline, trio.current_time() + self.config.limits.connect_timeout_seconds)
+        try:
+            with trio.fail_at(limit):
+                return await self.host.new_stream(ID.from_base58(peer_id), [protocol])  # type: ignore[list-item]
+        except trio.TooSlowError:
+            if limit >= deadline:
+                raise ToolTimeout(f"deadline passed while opening a stream to peer {peer_id}") from None
+            raise PeerUnreachable(f"no stream to peer {peer_id} within "
+                                  f"{self.config.limits.connect_timeout_seconds:g} s") from None
+        except Exception as exc:  # libp2p raises many unrelated types for a failed dial
+            raise PeerUnreachable(f"cannot open a stream to peer {peer_id}: {type(exc).__name__}") from None
+
+    async def _serve_tool_stream(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id.to_string()
+        await serve_tool_stream(stream, peer_id, self.service.handle, self.limits)
+
+    # ----- cards ------------------------------------------------------------------
+
+    async def _serve_card_stream(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id.to_string()
+        deadline = trio.current_time() + self.limits.idle_timeout
+        ok = False
+        try:
+            card = await exchange_cards(stream, self.own_card(), peer_id, self.limits, deadline)
+            ok = True
+            self._store_card(card)
+        except PraxisError as exc:
+            log.warning("card exchange with %s failed: %s", peer_id, exc.message)
+        finally:
+            await end_stream(stream, ok=ok)
+
+    def request_card_exchange(self, peer_id: str) -> None:
+        """Exchange cards with a peer soon; at most one exchange per peer at a time."""
+        if self._nursery is None:
+            return
+        if peer_id in self._exchanging:
+            self._exchange_again.add(peer_id)
+            return
+        self._exchanging.add(peer_id)
+        self._nursery.start_soon(self._exchange_cards_with, peer_id)
+
+    async def _exchange_cards_with(self, peer_id: str) -> None:
+        try:
+            while True:
+                self._exchange_again.discard(peer_id)
+                await self._exchange_once(peer_id)
+                if peer_id not in self._exchange_again:
+                    return
+        finally:
+            self._exchanging.discard(peer_id)
+
+    async def _exchange_once(self, peer_id: str) -> None:
+        deadline = trio.current_time() + self.limits.idle_timeout
+        try:
+            stream = await self._open_stream(peer_id, CARD_PROTOCOL, deadline)
+        except PraxisError as exc:
+            log.info("no card exchange with %s: %s", peer_id, exc.message)
+            return
+        ok = False
+        try:
+            card = await exchange_cards(stream, self.own_card(), peer_id, self.limits, deadline)
+            ok = True
+            self._store_card(card)
+        except PraxisError as exc:
+            log.warning("card exchange with %s failed: %s", peer_id, exc.message)
+        finally:
+            await end_stream(stream, ok=ok)
+
+    def _store_card(self, card: Card) -> None:
+        if not self._is_connected(card.peer_id):
+            return  # the peer left while its card was in flight
+        if self.directory.update(card):
+            log.info("peer %s (%s) offers %d tool(s): %s", card.name, card.peer_id, len(card.tools),
+                     ", ".join(sorted(t.name for t in card.tools)) or "-")
+
+    def notify_own_tools_changed(self) -> None:
+        """Push a fresh card to every connected peer (call when the local tool set changes)."""
+        self.own_card_changed.bump()
+        self.directory.changed.bump()
+
+    async def _push_card_on_change(self) -> None:
+        seen = self.own_card_changed.version
+        while True:
+            seen = await self.own_card_changed.wait_past(seen)
+            for peer_id in self.connected_peers():
+                self.request_card_exchange(peer_id)
+
+    async def _refresh_cards_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.config.p2p.card_refresh_seconds)
+            for peer_id in self.connected_peers():
+                self.request_card_exchange(peer_id)
+
+    # ----- connections ------------------------------------------------------------
+
+    def _is_connected(self, peer_id: str) -> bool:
+        if self.host is None:
+            return False
+        return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+
+    def _on_connected(self, peer: ID) -> None:
+        self.connections.bump()
+        self.request_card_exchange(peer.to_string())
+
+    def _on_disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.connections.bump()
+        peer = conn.muxed_conn.peer_id
+        remaining = [c for c in network.get_connections(peer) if c is not conn]
+        if not remaining and self.directory.remove(peer.to_string()):
+            log.info("peer %s disconnected; its tools are gone", peer.to_string())
+
+    async def _keep_connected(self, info: PeerInfo) -> None:
+        """Dial a bootstrap peer until connected, and again whenever the connection drops."""
+        assert self.host is not None
+        backoff = INITIAL_BACKOFF
+        target = info.peer_id.to_string()
+        while True:
+            version = self.connections.version
+            if self._is_connected(target):
+                backoff = INITIAL_BACKOFF
+                await self.connections.wait_past(version)
+                continue
+            try:
+                with trio.fail_after(self.config.limits.connect_timeout_seconds):
+                    await self.host.connect(info)
+                log.info("connected to bootstrap peer %s", target)
+                continue
+            except (trio.TooSlowError, Exception) as exc:
+                log.info("bootstrap peer %s unreachable (%s); retrying in %.1f s", target,
+                         type(exc).__name__, backoff)
+            await trio.sleep(backoff)  # backoff between dials, not a race workaround
+            backoff = min(backoff * 2, self.config.p2p.dial_backoff_max_seconds)
+
+    async def _dial_discovered(self, info: PeerInfo) -> None:
+        assert self.host is not None
+        if self._is_connected(info.peer_id.to_string()):
+            return
+        try:
+            with trio.fail_after(self.config.limits.connect_timeout_seconds):
+                await self.host.connect(info)
+        except (trio.TooSlowError, Exception) as exc:
+            log.info("discovered peer %s unreachable: %s", info.peer_id, type(exc).__name__)
+
+
+INITIAL_BACKOFF = 0.2
+
+
+def parse_bootstrap(text: str) -> PeerInfo:
+    try:
+        return parse_peer_addr(text)
+    except ValueError as exc:
+        raise ConfigError(f"p2p.bootstrap_nodes: {exc}") from None
+
+
+def default_engines(config: NodeConfig) -> dict[str, ExecutionEngine]:
+    """One instance of every engine this node can run, created once."""
+    return {
+        "python": PythonEngine(),
+        "process": ProcessEngine(config.engines.process, config.base_dir),
+    }

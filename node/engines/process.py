@@ -1,0 +1,154 @@
+"""`process` engine: a host process, with no isolation, only where the operator enables it.
+
+`engineSpec`: `command` (argv list, required), `env` (fixed variables), `timeout` (seconds),
+`cwd` (relative to the config file's folder). Arguments become environment variables.
+Stdout is the result (JSON stdout is also structured content); output past the limit kills
+the process and fails the call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.config import ProcessEngineSettings, ToolContract
+from node.engines.base import (
+    ContractError,
+    EngineUnavailable,
+    ToolExecutionError,
+    ToolResult,
+    ToolTimeout,
+)
+from node.engines.env import arguments_as_env
+from protocols.errors import TooLarge
+
+log = logging.getLogger("praxis.engine.process")
+
+# The host variables a process inherits; everything else of the node's environment stays out.
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+class ProcessEngine:
+    def __init__(self, settings: ProcessEngineSettings, base_dir: Path) -> None:
+        self.settings = settings
+        self.base_dir = base_dir
+
+    def _spec(self, contract: ToolContract) -> tuple[list[str], dict[str, str], float, Path]:
+        spec = contract.engine_spec
+        command = spec.get("command")
+        if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+            raise ContractError(
+                f"tool {contract.name!r}: engineSpec.command must be a non-empty list of strings"
+            )
+        env = spec.get("env") or {}
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise ContractError(f"tool {contract.name!r}: engineSpec.env must map strings to strings")
+        timeout = spec.get("timeout", self.settings.default_timeout_seconds)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise ContractError(f"tool {contract.name!r}: engineSpec.timeout must be a positive number")
+        cwd = self.base_dir / str(spec.get("cwd", "."))
+        return list(command), dict(env), float(timeout), cwd
+
+    def check_contract(self, contract: ToolContract) -> None:
+        self._spec(contract)
+
+    async def execute(
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float
+    ) -> ToolResult:
+        if not self.settings.enabled:
+            raise EngineUnavailable(
+                f"tool {contract.name!r}: the process engine is disabled on this node "
+                "(set engines.process.enabled: true to run host processes)"
+            )
+        command, fixed_env, timeout, cwd = self._spec(contract)
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        env.update(fixed_env)
+        env.update(arguments_as_env(contract.name, arguments, reserved=fixed_env))
+        deadline = min(deadline, trio.current_time() + timeout)
+        limit = self.settings.max_output_bytes
+        try:
+            process = await trio.lowlevel.open_process(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ToolExecutionError(
+                f"tool {contract.name!r}: cannot start {command[0]!r}: {exc.strerror}"
+            ) from None
+        stdout, stderr = bytearray(), bytearray()
+        overflow: list[str] = []
+
+        async def drain(pipe: Any, into: bytearray, name: str) -> None:
+            while True:
+                chunk = await pipe.receive_some(65536)
+                if not chunk:
+                    return
+                into += chunk
+                if len(into) > limit:
+                    overflow.append(name)
+                    _kill_group(process)
+                    return
+
+        try:
+            with trio.move_on_at(deadline) as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(drain, process.stdout, stdout, "stdout")
+                    nursery.start_soon(drain, process.stderr, stderr, "stderr")
+                await process.wait()
+        finally:
+            if process.returncode is None:
+                _kill_group(process)
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+        if scope.cancelled_caught:
+            raise ToolTimeout(f"tool {contract.name!r} ran past its deadline and was killed")
+        if overflow:
+            raise TooLarge(f"tool {contract.name!r}: {overflow[0]} exceeded {limit} bytes; the process was killed")
+        out = stdout.decode("utf-8", errors="replace")
+        if process.returncode != 0:
+            err = stderr.decode("utf-8", errors="replace").strip()
+            raise ToolExecutionError(
+                f"tool {contract.name!r} exited with code {process.returncode}: "
+                + (err[-2000:] if err else "no error output"),
+                exit_code=process.returncode,
+                stderr=err[-2000:],
+            )
+        return structured_stdout(out)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _kill_group(process: trio.Process) -> None:
+    """Kill the tool's whole process group (it was started in a session of its own)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def structured_stdout(out: str) -> ToolResult:
+    """Stdout as text; stdout that is JSON is also returned as structured content."""
+    result = ToolResult.text(out)
+    stripped = out.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return result
+        result.structured_content = value if isinstance(value, dict) else {"result": value}
+    return result

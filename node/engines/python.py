@@ -1,0 +1,92 @@
+"""`python` engine: an in-process callable named in the config (trusted code, no isolation).
+
+`engineSpec.callable: "package.module:function"`. The function receives the arguments as
+keyword arguments and may be sync or async. A sync function runs on the node's event loop,
+so it must be quick; anything slow belongs in a `process` or `dagger` tool.
+Return a `str` (the text result), a JSON-able dict/list (text plus structured content), or
+a `ToolResult`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from node.config import ToolContract
+from node.engines.base import ContractError, PraxisError, ToolExecutionError, ToolResult, ToolTimeout
+
+log = logging.getLogger("praxis.engine.python")
+
+
+def result_from_value(value: Any) -> ToolResult:
+    """Turn a callable's return value into a ToolResult."""
+    if isinstance(value, ToolResult):
+        return value
+    if isinstance(value, str):
+        return ToolResult.text(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ToolExecutionError(
+            f"the tool returned a {type(value).__name__}, which is not JSON; return str, dict or list"
+        ) from None
+    result = ToolResult.text(text)
+    result.structured_content = value if isinstance(value, dict) else {"result": value}
+    return result
+
+
+class PythonEngine:
+    def __init__(self) -> None:
+        self._resolved: dict[str, Callable[..., Any]] = {}
+
+    def _callable(self, contract: ToolContract) -> Callable[..., Any]:
+        target = contract.engine_spec.get("callable")
+        if not isinstance(target, str) or ":" not in target:
+            raise ContractError(
+                f"tool {contract.name!r}: engineSpec.callable must be 'package.module:function', "
+                f"found {type(target).__name__ if not isinstance(target, str) else repr(target)}"
+            )
+        cached = self._resolved.get(target)
+        if cached is not None:
+            return cached
+        module_name, _, attr = target.partition(":")
+        try:
+            func = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ContractError(f"tool {contract.name!r}: cannot load {target!r}: {exc}") from None
+        if not callable(func):
+            raise ContractError(f"tool {contract.name!r}: {target!r} is not callable")
+        self._resolved[target] = func
+        return func
+
+    def check_contract(self, contract: ToolContract) -> None:
+        self._callable(contract)
+
+    async def execute(
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float
+    ) -> ToolResult:
+        func = self._callable(contract)
+        with trio.move_on_at(deadline) as scope:
+            try:
+                value = func(**arguments)
+                if inspect.isawaitable(value):
+                    value = await value
+            except PraxisError:
+                raise
+            except TypeError as exc:
+                raise ToolExecutionError(f"tool {contract.name!r} rejected its arguments: {exc}") from None
+            except Exception as exc:
+                log.warning("tool %s raised %s", contract.name, type(exc).__name__)
+                raise ToolExecutionError(f"tool {contract.name!r} failed: {type(exc).__name__}: {exc}") from None
+            return result_from_value(value)
+        assert scope.cancelled_caught
+        raise ToolTimeout(f"tool {contract.name!r} did not finish before its deadline")
+
+    async def aclose(self) -> None:
+        self._resolved.clear()

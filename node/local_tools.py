@@ -1,0 +1,52 @@
+"""The tools this node serves itself: their contracts and the engines that run them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from node.arguments import check_arguments
+from node.config import ToolContract
+from node.engines.base import ExecutionEngine
+from protocols.errors import EngineUnavailable, PraxisError, ToolExecutionError
+from protocols.messages import ToolResult, ToolSpec
+
+log = logging.getLogger("praxis.local")
+
+
+class LocalTools:
+    def __init__(self, contracts: list[ToolContract], engines: Mapping[str, ExecutionEngine]) -> None:
+        self._contracts = {c.name: c for c in contracts}
+        self._engines = engines
+
+    def get(self, name: str) -> ToolContract | None:
+        return self._contracts.get(name)
+
+    def contracts(self) -> list[ToolContract]:
+        return list(self._contracts.values())
+
+    def specs(self) -> list[ToolSpec]:
+        return [c.to_spec() for c in self._contracts.values()]
+
+    def check_contracts(self) -> None:
+        """Fail at start on a contract its engine can never run."""
+        for contract in self._contracts.values():
+            engine = self._engines.get(contract.engine)
+            if engine is None:
+                raise EngineUnavailable(f"tool {contract.name!r}: engine {contract.engine!r} is not available")
+            engine.check_contract(contract)
+
+    async def run(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult:
+        contract = self._contracts[name]
+        check_arguments(name, contract.params, arguments)
+        engine = self._engines.get(contract.engine)
+        if engine is None:
+            raise EngineUnavailable(f"tool {name!r}: engine {contract.engine!r} is not available on this node")
+        try:
+            return await engine.execute(contract, arguments, deadline)
+        except PraxisError:
+            raise
+        except Exception as exc:  # an engine bug must fail this call, not the node
+            log.exception("engine %s failed on tool %s", contract.engine, name)
+            raise ToolExecutionError(f"tool {name!r}: engine error ({type(exc).__name__})") from None

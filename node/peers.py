@@ -1,0 +1,99 @@
+"""The peer directory: each connected peer's card, the tool index, and provider health."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import trio
+
+from node.signals import ChangeSignal
+from protocols.messages import Card, ToolSpec
+
+LATENCY_SMOOTHING = 0.3  # weight of the newest sample in the moving average
+FAILURE_PENALTY_SECONDS = 5.0  # how long a provider that could not be reached is avoided
+
+
+@dataclass
+class ProviderHealth:
+    """What the router knows of a peer as a provider: recent latency, load, failures."""
+
+    latency: float | None = None  # smoothed seconds per call
+    in_flight: int = 0
+    failed_at: float = -math.inf
+
+    def score(self, now: float) -> tuple[int, float, float]:
+        """Lower is better: recently failed last, then fewer calls in flight, then faster."""
+        recently_failed = 1 if now - self.failed_at < FAILURE_PENALTY_SECONDS else 0
+        latency = self.latency if self.latency is not None else 0.0
+        return (recently_failed, self.in_flight * max(latency, 0.001), latency)
+
+
+@dataclass
+class PeerEntry:
+    peer_id: str
+    card: Card
+    updated_at: float
+    tools: dict[str, ToolSpec] = field(default_factory=dict)
+
+
+class PeerDirectory:
+    """Cards by peer ID. `changed` is bumped whenever the mesh's tool set may have changed."""
+
+    def __init__(self) -> None:
+        self._peers: dict[str, PeerEntry] = {}
+        self._health: dict[str, ProviderHealth] = {}
+        self.changed = ChangeSignal()
+
+    def update(self, card: Card) -> bool:
+        """Store a peer's card; True when it changed the peer's tool set or name."""
+        old = self._peers.get(card.peer_id)
+        if old is not None and card.timestamp < old.card.timestamp:
+            return False  # an older card that arrived late
+        tools = {spec.name: spec for spec in card.tools}
+        self._peers[card.peer_id] = PeerEntry(card.peer_id, card, trio.current_time(), tools)
+        changed = old is None or old.tools != tools or old.card.name != card.name
+        if changed:
+            self.changed.bump()
+        return changed
+
+    def remove(self, peer_id: str) -> bool:
+        self._health.pop(peer_id, None)
+        if self._peers.pop(peer_id, None) is None:
+            return False
+        self.changed.bump()
+        return True
+
+    def get(self, peer_id: str) -> PeerEntry | None:
+        return self._peers.get(peer_id)
+
+    def peers(self) -> list[PeerEntry]:
+        return sorted(self._peers.values(), key=lambda e: e.peer_id)
+
+    def tool_names(self) -> set[str]:
+        return {name for entry in self._peers.values() for name in entry.tools}
+
+    def providers(self, tool: str) -> list[str]:
+        """Peers whose card lists `tool`, best first."""
+        now = trio.current_time()
+        candidates = [pid for pid, entry in self._peers.items() if tool in entry.tools]
+        return sorted(candidates, key=lambda pid: (self.health(pid).score(now), pid))
+
+    def spec(self, tool: str) -> ToolSpec | None:
+        for peer_id in sorted(self._peers):
+            spec = self._peers[peer_id].tools.get(tool)
+            if spec is not None:
+                return spec
+        return None
+
+    def health(self, peer_id: str) -> ProviderHealth:
+        return self._health.setdefault(peer_id, ProviderHealth())
+
+    def record_success(self, peer_id: str, seconds: float) -> None:
+        h = self.health(peer_id)
+        h.latency = seconds if h.latency is None else (
+            LATENCY_SMOOTHING * seconds + (1 - LATENCY_SMOOTHING) * h.latency
+        )
+
+    def record_unreachable(self, peer_id: str) -> None:
+        self.health(peer_id).failed_at = trio.current_time()

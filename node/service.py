@@ -1,0 +1,99 @@
+"""Serving tool calls that peers send this node: limits, policy, deadline, then the engine."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+from node.config import NodeConfig
+from node.local_tools import LocalTools
+from node.policy import may_call
+from node.router import UpstreamTools
+from protocols.errors import Busy, NotAllowed, PraxisError, ToolNotFound, TooLarge
+from protocols.messages import ToolRequest, ToolResponse, ToolResult
+
+log = logging.getLogger("praxis.service")
+
+
+class InFlightLimits:
+    """Counts calls in flight per peer and in total; refuses at once past either limit."""
+
+    def __init__(self, per_peer: int, total: int) -> None:
+        self.per_peer = per_peer
+        self.total = total
+        self._by_peer: Counter[str] = Counter()
+        self._total = 0
+
+    @contextmanager
+    def slot(self, peer_id: str) -> Iterator[None]:
+        if self._total >= self.total:
+            raise Busy(f"node busy: {self.total} calls in flight; retry later")
+        if self._by_peer[peer_id] >= self.per_peer:
+            raise Busy(f"busy: this peer already has {self.per_peer} calls in flight; retry later")
+        self._total += 1
+        self._by_peer[peer_id] += 1
+        try:
+            yield
+        finally:
+            self._total -= 1
+            self._by_peer[peer_id] -= 1
+            if not self._by_peer[peer_id]:
+                del self._by_peer[peer_id]
+
+
+class ToolService:
+    """Answers `/praxis/tool/1.0.0` requests from peers with local tools or shared MCP tools."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        local: LocalTools,
+        shared_upstreams: UpstreamTools | None = None,
+    ) -> None:
+        self.config = config
+        self.local = local
+        self.shared_upstreams = shared_upstreams
+        limits = config.limits
+        self.in_flight = InFlightLimits(limits.max_inflight_per_peer, limits.max_inflight_total)
+
+    async def handle(self, request: ToolRequest, peer_id: str) -> ToolResponse:
+        started = trio.current_time()
+        try:
+            result = await self._serve(request, peer_id)
+        except PraxisError as exc:
+            log.info(
+                "call %s from %s refused or failed in %.0f ms: %s",
+                request.name, peer_id, (trio.current_time() - started) * 1000, exc.message,
+            )
+            return ToolResponse.failure(request.id, exc.code, exc.message)
+        log.debug("call %s from %s served in %.1f ms", request.name, peer_id,
+                  (trio.current_time() - started) * 1000)
+        return ToolResponse(id=request.id, result=result)
+
+    async def _serve(self, request: ToolRequest, peer_id: str) -> ToolResult:
+        limits = self.config.limits
+        if request.hops > limits.max_hops:
+            raise TooLarge(
+                f"call to {request.name!r} refused: it has been forwarded {request.hops} times "
+                f"(limit {limits.max_hops})"
+            )
+        budget = limits.call_timeout_seconds
+        if request.deadline_ms is not None:
+            budget = min(budget, request.deadline_ms / 1000)
+        deadline = trio.current_time() + budget
+        arguments = request.flat_arguments()
+        contract = self.local.get(request.name)
+        if contract is not None:
+            if not may_call(contract, peer_id, self.config.policy):
+                log.warning("peer %s is not allowed to call %s", peer_id, request.name)
+                raise NotAllowed(f"peer {peer_id} is not allowed to call tool {request.name!r}")
+            with self.in_flight.slot(peer_id):
+                return await self.local.run(request.name, arguments, deadline)
+        if self.shared_upstreams is not None and request.name in self.shared_upstreams.tools():
+            with self.in_flight.slot(peer_id):
+                return await self.shared_upstreams.call(request.name, arguments, deadline)
+        raise ToolNotFound(f"this node has no tool {request.name!r}")
