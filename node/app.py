@@ -36,6 +36,7 @@ from node.signals import ChangeSignal
 from protocols.card import CARD_PROTOCOL, exchange_cards
 from protocols.errors import PeerUnreachable, PraxisError, ToolTimeout
 from protocols.messages import Card, ToolRequest, ToolResponse
+from protocols.peers import PEERS_PROTOCOL, PeerList, PeerRecord, read_peer_list, send_peer_list
 from protocols.tool import TOOL_PROTOCOL, request_tool, serve_tool_stream
 from protocols.wire import WireLimits, end_stream
 
@@ -93,7 +94,7 @@ class Node:
         self.local = LocalTools(config.agent.tools, self.engines)
         self.upstreams = upstreams
         self.router = Router(self.local, self.directory, self._call_peer, upstreams)
-        self.service = ToolService(config, self.local, upstreams)
+        self.service = ToolService(config, self.local, self.router, upstreams)
         self.connections = ChangeSignal()  # bumped on every connect and disconnect
         self.own_card_changed = ChangeSignal()
         self.host: IHost | None = None
@@ -118,7 +119,15 @@ class Node:
             peer_id=self.peer_id,
             capabilities=list(CAPABILITIES),
             tools=self.local.specs() + self._shared_upstream_specs(),
+            addrs=self.addrs,
         )
+
+    def peer_list(self) -> PeerList:
+        return PeerList(peers=[
+            PeerRecord(peer_id=e.peer_id, name=e.card.name, addrs=e.card.addrs,
+                       tools=sorted(e.tools))
+            for e in self.directory.peers()
+        ])
 
     def _shared_upstream_specs(self) -> list[Any]:
         shared = getattr(self.upstreams, "shared_tools", None)
@@ -140,6 +149,7 @@ class Node:
         self.host = host
         host.set_stream_handler(CARD_PROTOCOL, self._serve_card_stream)  # type: ignore[arg-type]
         host.set_stream_handler(TOOL_PROTOCOL, self._serve_tool_stream)  # type: ignore[arg-type]
+        host.set_stream_handler(PEERS_PROTOCOL, self._serve_peers_stream)  # type: ignore[arg-type]
         host.get_network().register_notifee(_ConnectionEvents(self))
         try:
             async with host.run([listen_multiaddr(self.config.p2p)]), trio.open_nursery() as nursery:
@@ -174,6 +184,28 @@ class Node:
         deadline = trio.current_time() + budget
         return await self.router.call(name, dict(arguments or {}), deadline=deadline,
                                       trace_id=uuid.uuid4().hex)
+
+    async def request_peer(
+        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
+    ) -> ToolResponse:
+        """Send a call to one given peer (which serves it or forwards it), bypassing the router."""
+        budget = timeout if timeout is not None else self.config.limits.call_timeout_seconds
+        deadline = trio.current_time() + budget
+        request = ToolRequest(id=uuid.uuid4().hex, name=name, arguments=arguments, hops=1,
+                              deadline_ms=max(1, int(budget * 1000)), trace_id=uuid.uuid4().hex)
+        return await self._call_peer(peer_id, request, deadline)
+
+    async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
+        """Ask a peer for the peers it knows (the /praxis/peers/1.0.0 extension)."""
+        deadline = trio.current_time() + timeout
+        stream = await self._open_stream(peer_id, PEERS_PROTOCOL, deadline)
+        ok = False
+        try:
+            peers = await read_peer_list(stream, self.limits, deadline)
+            ok = True
+            return peers
+        finally:
+            await end_stream(stream, ok=ok)
 
     async def _call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
         stream = await self._open_stream(peer_id, TOOL_PROTOCOL, deadline)
@@ -261,9 +293,45 @@ class Node:
     def _store_card(self, card: Card) -> None:
         if not self._is_connected(card.peer_id):
             return  # the peer left while its card was in flight
+        is_new = self.directory.get(card.peer_id) is None
         if self.directory.update(card):
             log.info("peer %s (%s) offers %d tool(s): %s", card.name, card.peer_id, len(card.tools),
                      ", ".join(sorted(t.name for t in card.tools)) or "-")
+        if is_new and self._nursery is not None:
+            self._nursery.start_soon(self._discover_through, card.peer_id)
+
+    # ----- peer exchange: grow a full mesh from one bootstrap peer ----------------
+
+    async def _serve_peers_stream(self, stream: INetStream) -> None:
+        deadline = trio.current_time() + self.limits.idle_timeout
+        ok = False
+        try:
+            await send_peer_list(stream, self.peer_list(), self.limits, deadline)
+            ok = True
+        except PraxisError as exc:
+            log.info("peer list not sent: %s", exc.message)
+        finally:
+            await end_stream(stream, ok=ok)
+
+    async def _discover_through(self, peer_id: str) -> None:
+        """Ask a new peer whom it knows, and dial those we are not connected to yet."""
+        try:
+            peers = await self.fetch_peer_list(peer_id, timeout=self.limits.idle_timeout)
+        except PraxisError as exc:  # e.g. a Go node without the extension: cards still work
+            log.debug("no peer list from %s: %s", peer_id, exc.message)
+            return
+        for record in peers.peers:
+            if record.peer_id == self.peer_id or self._is_connected(record.peer_id):
+                continue
+            for addr in record.addrs:
+                try:
+                    info = parse_peer_addr(addr)
+                except ValueError:
+                    continue
+                if info.peer_id.to_string() == record.peer_id:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._dial_discovered, info)
+                    break
 
     def notify_own_tools_changed(self) -> None:
         """Push a fresh card to every connected peer (call when the local tool set changes)."""

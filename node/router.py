@@ -104,12 +104,18 @@ class Router:
         deadline: float,
         hops: int = 0,
         trace_id: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+        use_upstreams: bool = True,
     ) -> Routed:
-        """Serve the call somewhere; raise a `PraxisError` saying why when nobody can."""
+        """Serve the call somewhere; raise a `PraxisError` saying why when nobody can.
+
+        `hops` is how often the call was already forwarded; `exclude` names peers not to
+        send it to (the peer it came from); `use_upstreams=False` keeps it off MCP servers.
+        """
         if self.local.get(name) is not None:
             return Routed(await self.local.run(name, arguments, deadline), LOCAL)
         tried: list[str] = []
-        providers = self.directory.providers(name)
+        providers = [p for p in self.directory.providers(name) if p not in exclude]
         idempotent = any(
             (entry := self.directory.get(p)) is not None
             and bool(entry.tools[name].idempotent)
@@ -139,14 +145,14 @@ class Router:
                 log.info("tool %s: peer %s unreachable, trying the next provider", name, peer_id)
             except _NOT_RUN as exc:
                 tried.append(f"peer {peer_id} ({exc.message})")
-        if self.upstreams is not None:
+        if self.upstreams is not None and use_upstreams:
             upstream = self.upstreams.tools().get(name)
             if upstream is not None:
                 result = await self.upstreams.call(name, arguments, deadline)
                 return Routed(result, f"mcp:{upstream[0]}")
             tried.append("forwarded MCP servers (none lists it)")
         if not providers:
-            where = "; ".join(tried) if tried else "no MCP server is configured"
+            where = "; ".join(tried) if tried else "no MCP server lists it"
             raise ToolNotFound(
                 f"no provider for tool {name!r}: not a local tool, no connected peer lists it, "
                 f"and {where}"

@@ -12,8 +12,8 @@ import trio
 from node.config import NodeConfig
 from node.local_tools import LocalTools
 from node.policy import may_call
-from node.router import UpstreamTools
-from protocols.errors import Busy, NotAllowed, PraxisError, ToolNotFound, TooLarge
+from node.router import Router, UpstreamTools
+from protocols.errors import Busy, NotAllowed, PraxisError, TooLarge, ToolNotFound
 from protocols.messages import ToolRequest, ToolResponse, ToolResult
 
 log = logging.getLogger("praxis.service")
@@ -46,16 +46,23 @@ class InFlightLimits:
 
 
 class ToolService:
-    """Answers `/praxis/tool/1.0.0` requests from peers with local tools or shared MCP tools."""
+    """Answers `/praxis/tool/1.0.0` requests from peers.
+
+    Local tools first (subject to policy), then shared MCP servers' tools, then, while the
+    hop count allows, the call is forwarded to another peer that offers the tool (never back
+    to the peer it came from).
+    """
 
     def __init__(
         self,
         config: NodeConfig,
         local: LocalTools,
+        router: Router,
         shared_upstreams: UpstreamTools | None = None,
     ) -> None:
         self.config = config
         self.local = local
+        self.router = router
         self.shared_upstreams = shared_upstreams
         limits = config.limits
         self.in_flight = InFlightLimits(limits.max_inflight_per_peer, limits.max_inflight_total)
@@ -96,4 +103,13 @@ class ToolService:
         if self.shared_upstreams is not None and request.name in self.shared_upstreams.tools():
             with self.in_flight.slot(peer_id):
                 return await self.shared_upstreams.call(request.name, arguments, deadline)
-        raise ToolNotFound(f"this node has no tool {request.name!r}")
+        if request.hops >= limits.max_hops:
+            raise ToolNotFound(
+                f"this node has no tool {request.name!r} and the call may not be forwarded further"
+            )
+        with self.in_flight.slot(peer_id):
+            routed = await self.router.call(
+                request.name, arguments, deadline=deadline, hops=request.hops,
+                trace_id=request.trace_id, exclude=frozenset({peer_id}), use_upstreams=False,
+            )
+        return routed.result

@@ -55,8 +55,10 @@ class Card(_WireModel):
     capabilities: list[str] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
     timestamp: int = Field(default_factory=now_ms)
+    # Python-node extension: where the peer listens, so others can dial it (Go ignores it).
+    addrs: list[str] = Field(default_factory=list, max_length=16)
 
-    @field_validator("capabilities", "tools", mode="before")
+    @field_validator("capabilities", "tools", "addrs", mode="before")
     @classmethod
     def _null_is_empty(cls, v: Any) -> Any:
         return [] if v is None else v

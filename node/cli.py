@@ -1,0 +1,203 @@
+"""`praxis-node run | demo | call | tools | peers | id` (and `mcp` when the endpoint is built)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.config import ConfigError, NodeConfig, load_config
+from node.logs import configure_logging
+from protocols.errors import PraxisError
+
+EXIT_OK, EXIT_TOOL_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _load(path: str) -> NodeConfig:
+    return load_config(Path(path))
+
+
+async def _until_signalled(cancel: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            print(f"\nreceived {signal.Signals(signum).name}; stopping", file=sys.stderr)
+            cancel.cancel()
+            return
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from node.app import Node
+
+    config = _load(args.config)
+    configure_logging(args.log_level, config.agent.name)
+    node = Node(config)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_until_signalled, nursery.cancel_scope)
+        async with node.running():
+            if args.announce:
+                print(json.dumps({"event": "ready", "name": config.agent.name,
+                                  "peerId": node.peer_id, "addrs": node.addrs}), flush=True)
+            await trio.sleep_forever()
+    return EXIT_OK
+
+
+async def cmd_id(args: argparse.Namespace) -> int:
+    from node.host import listen_multiaddr
+    from node.identity import load_or_create_identity, peer_id_of
+
+    config = _load(args.config)
+    key_pair = load_or_create_identity(config.resolve_path(config.p2p.key_file))
+    peer_id = peer_id_of(key_pair).to_string()
+    print(f"peer ID: {peer_id}")
+    where = listen_multiaddr(config.p2p)
+    note = "  (port 0: the OS picks a free port at start)" if config.p2p.port == 0 else ""
+    print(f"listens: {where}/p2p/{peer_id}{note}")
+    return EXIT_OK
+
+
+async def cmd_call(args: argparse.Namespace) -> int:
+    from node.client import connected_client, parse_cli_arguments
+
+    async with connected_client(args.peer, args.timeout) as (node, peer_id):
+        entry = node.directory.get(peer_id)
+        spec = next((t for t in entry.card.tools if t.name == args.tool), None) if entry else None
+        arguments = parse_cli_arguments(args.arguments, spec)
+        response = await node.request_peer(peer_id, args.tool, arguments, timeout=args.timeout)
+    if response.error is not None:
+        print(f"error {response.error.code}: {response.error.message}", file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    result = response.result
+    if args.json:
+        print(json.dumps(result.to_wire(), indent=2))
+    else:
+        print(result.text_output())
+    return EXIT_TOOL_ERROR if result.is_error else EXIT_OK
+
+
+async def cmd_tools(args: argparse.Namespace) -> int:
+    from node.client import connected_client, mesh_tools
+
+    async with connected_client(args.peer, args.timeout) as (node, peer_id):
+        tools = await mesh_tools(node, peer_id)
+    if args.json:
+        print(json.dumps([t.__dict__ for t in tools], indent=2))
+        return EXIT_OK
+    _table(["tool", "node", "peer ID", "description"],
+           [[t.name, t.provider, t.peer_id, t.description] for t in tools])
+    return EXIT_OK
+
+
+async def cmd_peers(args: argparse.Namespace) -> int:
+    from node.client import connected_client
+
+    async with connected_client(args.peer, args.timeout) as (node, peer_id):
+        entry = node.directory.get(peer_id)
+        peers = await node.fetch_peer_list(peer_id, timeout=args.timeout)
+    assert entry is not None
+    rows = [[entry.card.name + " (dialled)", peer_id, ", ".join(entry.card.addrs),
+             ", ".join(sorted(entry.tools))]]
+    rows += [[r.name, r.peer_id, ", ".join(r.addrs), ", ".join(r.tools)]
+             for r in peers.peers if r.peer_id != node.peer_id]
+    if args.json:
+        print(json.dumps([dict(zip(["name", "peerId", "addrs", "tools"], r, strict=True)) for r in rows], indent=2))
+        return EXIT_OK
+    _table(["node", "peer ID", "addresses", "tools"], rows)
+    return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from node.demo import run_demo
+
+    configure_logging("WARNING")
+    return await run_demo(args.nodes, keep_dir=args.keep)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="praxis-node", description="A peer-to-peer agent node.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a node in the foreground (Ctrl-C stops it)")
+    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--announce", action="store_true",
+                     help="print one JSON line with the peer ID and addresses once listening")
+    run.set_defaults(func=cmd_run)
+
+    ident = sub.add_parser("id", help="print the peer ID and listen address of a config")
+    ident.add_argument("-c", "--config", required=True)
+    ident.set_defaults(func=cmd_id)
+
+    def remote(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--peer", required=True, help="multiaddr of a running node, with /p2p/<id>")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    call = sub.add_parser("call", help="call a tool through a running node")
+    remote(call)
+    call.add_argument("tool")
+    call.add_argument("arguments", nargs="*", metavar="key=value",
+                      help="arguments; values are JSON unless the parameter is a string")
+    call.set_defaults(func=cmd_call)
+
+    tools = sub.add_parser("tools", help="list the tools a running node knows of")
+    remote(tools)
+    tools.set_defaults(func=cmd_tools)
+
+    peers = sub.add_parser("peers", help="list a running node's peers")
+    remote(peers)
+    peers.set_defaults(func=cmd_peers)
+
+    demo = sub.add_parser("demo", help="start a mesh of nodes on 127.0.0.1 and call across it")
+    demo.add_argument("--nodes", type=int, default=3, help="number of nodes (2-16, default 3)")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's folder (configs, logs)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
+    if args.command in ("call", "tools", "peers"):
+        configure_logging("WARNING")
+    try:
+        return trio.run(func, args)
+    except BaseException as exc:  # trio wraps errors from nurseries in exception groups
+        leaf = first_leaf(exc)
+        if isinstance(leaf, ConfigError):
+            print(f"config error: {leaf}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(leaf, ValueError):
+            print(f"error: {leaf}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(leaf, PraxisError):
+            print(f"error: {leaf.message}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        if isinstance(leaf, KeyboardInterrupt):
+            return 130
+        raise
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first non-group exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

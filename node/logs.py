@@ -1,0 +1,23 @@
+"""Readable log output for the CLI; quiets py-libp2p's chatter."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+NOISY = ("libp2p", "multiaddr", "zeroconf", "httpx", "httpcore", "hypercorn", "mcp", "gql", "dagger")
+
+
+def configure_logging(level: str = "INFO", name: str | None = None) -> None:
+    prefix = f"[{name}] " if name else ""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # py-libp2p logs expected stream resets and dial failures at ERROR with tracebacks.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)

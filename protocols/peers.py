@@ -1,0 +1,37 @@
+"""`/praxis/peers/1.0.0` (a Python-node extension): "who else do you know?".
+
+The responder writes one frame listing the peers in its directory with the listen
+addresses their cards advertise, then closes. Nodes use it to grow a full mesh from one
+bootstrap peer; the CLI uses it for `praxis-node peers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from protocols.messages import _WireModel
+from protocols.wire import WireLimits, parse_model
+
+PEERS_PROTOCOL = "/praxis/peers/1.0.0"
+MAX_PEERS_LISTED = 256
+
+
+class PeerRecord(_WireModel):
+    peer_id: str = Field(alias="peerId", min_length=1, max_length=128)
+    name: str = Field(default="", max_length=256)
+    addrs: list[str] = Field(default_factory=list, max_length=16)
+    tools: list[str] = Field(default_factory=list)
+
+
+class PeerList(_WireModel):
+    peers: list[PeerRecord] = Field(default_factory=list, max_length=MAX_PEERS_LISTED)
+
+
+async def send_peer_list(stream: Any, peers: PeerList, limits: WireLimits, deadline: float) -> None:
+    await limits.framed(stream).write_json(peers.to_wire(), deadline)
+
+
+async def read_peer_list(stream: Any, limits: WireLimits, deadline: float) -> PeerList:
+    return parse_model(PeerList, await limits.framed(stream).read_json(deadline), "peer list")
