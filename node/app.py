@@ -166,6 +166,7 @@ class Node:
                     yield self
                 finally:
                     nursery.cancel_scope.cancel()
+                    await self._disconnect_all()
         finally:
             self._nursery = None
             self.host = None
@@ -173,6 +174,17 @@ class Node:
                 scope.shield = True
                 for engine in self.engines.values():
                     await engine.aclose()
+
+    async def _disconnect_all(self) -> None:
+        """Close every connection so peers notice at once (leaving host.run() does not)."""
+        assert self.host is not None
+        with trio.move_on_after(ENGINE_CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            for peer in list(self.host.get_network().connections):
+                try:
+                    await self.host.disconnect(peer)
+                except Exception as exc:  # already closing: nothing more to do for this peer
+                    log.debug("disconnect from %s: %s", peer, type(exc).__name__)
 
     # ----- calls -------------------------------------------------------------------
 

@@ -1,0 +1,74 @@
+"""Shared helpers for tests that run real nodes on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+
+from node.app import Node
+from node.config import NodeConfig, parse_config
+from node.signals import ChangeSignal
+
+
+def py_tool(name: str, func: str, params: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    """A `python` engine tool contract calling tests.sample_tools:<func>."""
+    return {"name": name, "engine": "python", "params": params or [],
+            "engineSpec": {"callable": f"tests.sample_tools:{func}"}, **extra}
+
+
+ECHO_PARAMS = [{"name": "text", "type": "string", "required": True}]
+
+
+def node_config(
+    name: str, tools: list[dict[str, Any]] | None = None, bootstrap: list[str] | None = None,
+    **sections: Any,
+) -> NodeConfig:
+    data: dict[str, Any] = {
+        "agent": {"name": name, "tools": tools or []},
+        "p2p": {"port": 0, "enable_mdns": False, "bootstrap_nodes": bootstrap or [],
+                "card_refresh_seconds": 30},
+        "mcp": {"enabled": False},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data, env={})
+
+
+def make_node(config: NodeConfig) -> Node:
+    return Node(config, key_pair=create_new_key_pair())
+
+
+async def wait_until(cond: Callable[[], bool], signal: ChangeSignal, timeout: float = 10.0) -> None:
+    """Wait, driven by `signal`, until `cond()` holds; fail after `timeout` seconds."""
+    with trio.fail_after(timeout):
+        while not cond():
+            await signal.wait_past(signal.version)
+
+
+@asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[list[Node]]:
+    async with AsyncExitStack() as stack:
+        for node in nodes:
+            await stack.enter_async_context(node.running())
+        yield list(nodes)
+
+
+async def start_mesh(stack: AsyncExitStack, tools_per_node: list[list[dict[str, Any]]]) -> list[Node]:
+    """Start one node per entry; all bootstrap from the first. Returns them running."""
+    first = make_node(node_config("node-0", tools_per_node[0]))
+    await stack.enter_async_context(first.running())
+    nodes = [first]
+    for i, tools in enumerate(tools_per_node[1:], start=1):
+        node = make_node(node_config(f"node-{i}", tools, bootstrap=first.addrs[:1]))
+        await stack.enter_async_context(node.running())
+        nodes.append(node)
+    return nodes
+
+
+async def wait_all_know(nodes: list[Node], names: set[str], timeout: float = 10.0) -> None:
+    for node in nodes:
+        await wait_until(lambda n=node: names <= set(n.router.tools()), node.directory.changed, timeout)
