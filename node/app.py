@@ -125,7 +125,7 @@ class Node:
     def peer_list(self) -> PeerList:
         return PeerList(peers=[
             PeerRecord(peer_id=e.peer_id, name=e.card.name, addrs=e.card.addrs,
-                       tools=sorted(e.tools))
+                       tools=list(e.card.tools))
             for e in self.directory.peers()
         ])
 
@@ -309,7 +309,7 @@ class Node:
         if self.directory.update(card):
             log.info("peer %s (%s) offers %d tool(s): %s", card.name, card.peer_id, len(card.tools),
                      ", ".join(sorted(t.name for t in card.tools)) or "-")
-        if is_new and self._nursery is not None:
+        if is_new and self._nursery is not None and self.config.p2p.peer_exchange:
             self._nursery.start_soon(self._discover_through, card.peer_id)
 
     # ----- peer exchange: grow a full mesh from one bootstrap peer ----------------

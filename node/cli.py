@@ -62,11 +62,10 @@ async def cmd_id(args: argparse.Namespace) -> int:
 
 
 async def cmd_call(args: argparse.Namespace) -> int:
-    from node.client import connected_client, parse_cli_arguments
+    from node.client import connected_client, find_spec, parse_cli_arguments
 
     async with connected_client(args.peer, args.timeout) as (node, peer_id):
-        entry = node.directory.get(peer_id)
-        spec = next((t for t in entry.card.tools if t.name == args.tool), None) if entry else None
+        spec = await find_spec(node, peer_id, args.tool)
         arguments = parse_cli_arguments(args.arguments, spec)
         response = await node.request_peer(peer_id, args.tool, arguments, timeout=args.timeout)
     if response.error is not None:
@@ -102,7 +101,7 @@ async def cmd_peers(args: argparse.Namespace) -> int:
     assert entry is not None
     rows = [[entry.card.name + " (dialled)", peer_id, ", ".join(entry.card.addrs),
              ", ".join(sorted(entry.tools))]]
-    rows += [[r.name, r.peer_id, ", ".join(r.addrs), ", ".join(r.tools)]
+    rows += [[r.name, r.peer_id, ", ".join(r.addrs), ", ".join(t.name for t in r.tools)]
              for r in peers.peers if r.peer_id != node.peer_id]
     if args.json:
         print(json.dumps([dict(zip(["name", "peerId", "addrs", "tools"], r, strict=True)) for r in rows], indent=2))

@@ -29,7 +29,7 @@ class MeshToolInfo:
 def client_node(bootstrap: list[str], name: str = "praxis-cli") -> Node:
     """A node with no tools, no mDNS, a throw-away key, listening on an ephemeral port."""
     config = parse_config(
-        {"agent": {"name": name}, "p2p": {"port": 0, "enable_mdns": False,
+        {"agent": {"name": name}, "p2p": {"port": 0, "enable_mdns": False, "peer_exchange": False,
                                            "bootstrap_nodes": bootstrap},
          "mcp": {"enabled": False}},
         env={},
@@ -69,6 +69,19 @@ def parse_cli_arguments(pairs: list[str], spec: ToolSpec | None) -> dict[str, An
     return arguments
 
 
+async def find_spec(node: Node, peer_id: str, tool: str) -> ToolSpec | None:
+    """The tool's spec from the peer's card, else from the peers it knows."""
+    entry = node.directory.get(peer_id)
+    spec = next((t for t in entry.card.tools if t.name == tool), None) if entry else None
+    if spec is not None:
+        return spec
+    try:
+        peers = await node.fetch_peer_list(peer_id)
+    except (PeerUnreachable, ToolTimeout):
+        return None
+    return next((t for r in peers.peers for t in r.tools if t.name == tool), None)
+
+
 async def mesh_tools(node: Node, peer_id: str) -> list[MeshToolInfo]:
     """Every tool the peer knows: its own and its peers' (as its peer list reports them)."""
     entry = node.directory.get(peer_id)
@@ -81,5 +94,5 @@ async def mesh_tools(node: Node, peer_id: str) -> list[MeshToolInfo]:
     for record in peers.peers:
         if record.peer_id == node.peer_id:
             continue
-        tools.extend(MeshToolInfo(name, record.name, record.peer_id) for name in record.tools)
+        tools.extend(MeshToolInfo(t.name, record.name, record.peer_id, t.description) for t in record.tools)
     return sorted(tools, key=lambda t: (t.name, t.provider))

@@ -88,6 +88,8 @@ class P2PSection(_Section):
     host: str = "127.0.0.1"
     bootstrap_nodes: list[str] = Field(default_factory=list)
     enable_mdns: bool = True
+    # Ask each new peer whom it knows and dial them: a full mesh from one bootstrap node.
+    peer_exchange: bool = True
     # Where the node's Ed25519 key lives (relative to the config file's folder).
     key_file: str = "identity.key"
     # How often peers' cards are fetched again even without a change notice.

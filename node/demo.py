@@ -212,7 +212,7 @@ async def _converged(client: Any, nodes: list[DemoNode], all_tools: set[str]) ->
             peers = await client.fetch_peer_list(node.peer_id, timeout=2.0)
         except PraxisError:
             return False
-        known = {t["name"] for t in node.tools} | {name for r in peers.peers for name in r.tools}
+        known = {t["name"] for t in node.tools} | {t.name for r in peers.peers for t in r.tools}
         if known != all_tools:
             return False
     return True

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from protocols.messages import _WireModel
+from protocols.messages import ToolSpec, _WireModel
 from protocols.wire import WireLimits, parse_model
 
 PEERS_PROTOCOL = "/praxis/peers/1.0.0"
@@ -22,7 +22,7 @@ class PeerRecord(_WireModel):
     peer_id: str = Field(alias="peerId", min_length=1, max_length=128)
     name: str = Field(default="", max_length=256)
     addrs: list[str] = Field(default_factory=list, max_length=16)
-    tools: list[str] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
 
 
 class PeerList(_WireModel):

@@ -1,0 +1,72 @@
+"""A bare libp2p host that writes praxis frames by hand, the way the Go node does.
+
+Nothing of node/ is used on the client side except `build_host` (Noise + yamux), so these
+tests see exactly the bytes a foreign implementation would send.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+
+from node.config import P2PSection
+from node.host import build_host, parse_peer_addr
+
+
+@asynccontextmanager
+async def raw_host() -> AsyncIterator[IHost]:
+    host = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        try:
+            yield host
+        finally:
+            for peer in list(host.get_network().connections):
+                with trio.move_on_after(2):
+                    await host.disconnect(peer)
+
+
+async def open_stream(host: IHost, addr: str, protocol: str) -> INetStream:
+    info = parse_peer_addr(addr)
+    with trio.fail_after(5):
+        await host.connect(info)
+        return await host.new_stream(info.peer_id, [protocol])  # type: ignore[list-item]
+
+
+async def read_line(stream: INetStream, timeout: float = 5.0, limit: int = 1 << 20) -> bytes:
+    """Read until newline, as the Go node does (never until EOF). Raises on EOF/reset."""
+    buf = b""
+    with trio.fail_after(timeout):
+        while b"\n" not in buf:
+            chunk = await stream.read(65536)
+            if not chunk:
+                raise EOFError("stream ended")
+            buf += chunk
+            assert len(buf) < limit
+    return buf.split(b"\n", 1)[0]
+
+
+async def read_json(stream: INetStream, timeout: float = 5.0) -> Any:
+    return json.loads(await read_line(stream, timeout))
+
+
+def frame(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode() + b"\n"
+
+
+async def stream_ends(stream: INetStream, timeout: float) -> bool:
+    """True when the stream is closed or reset by the other side within `timeout`."""
+    with trio.move_on_after(timeout):
+        try:
+            while True:
+                if not await stream.read(65536):
+                    return True
+        except Exception:  # StreamEOF / StreamReset: the node ended the stream, as wanted
+            return True
+    return False
