@@ -1,0 +1,186 @@
+"""Benchmarks of the mesh on 127.0.0.1 (figures, not a test). Run through `scripts/bench`.
+
+(a) baseline: bare py-libp2p request/response between two hosts, a new stream per call,
+    the same newline framing; (b) a praxis-node remote call of a no-op `python` tool;
+(c) calls per second between two nodes with 32 concurrent callers; (d) how long a 10-node
+mesh takes until every node knows every tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import multiaddr
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from node.config import P2PSection  # noqa: E402
+from node.host import build_host, parse_peer_addr  # noqa: E402
+from node.logs import configure_logging  # noqa: E402
+from tests.helpers import make_node, node_config, py_tool, start_mesh, wait_all_know  # noqa: E402
+
+BASELINE_PROTOCOL = "/bench/echo/1.0.0"
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def read_line(stream) -> bytes:  # type: ignore[no-untyped-def]
+    buf = b""
+    while b"\n" not in buf:
+        buf += await stream.read(65536)
+    return buf
+
+
+async def baseline(calls: int) -> list[float]:
+    server = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
+    client = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
+
+    async def handler(stream) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await read_line(stream)
+            await stream.write(b'{"id":"1","result":{"content":[],"isError":false}}\n')
+        finally:
+            await stream.close()
+
+    server.set_stream_handler(BASELINE_PROTOCOL, handler)
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    samples = []
+    async with server.run(listen), client.run(listen):
+        info = parse_peer_addr(f"{server.get_addrs()[0]}")
+        await client.connect(info)
+        for i in range(calls + 20):
+            t0 = trio.current_time()
+            stream = await client.new_stream(info.peer_id, [BASELINE_PROTOCOL])
+            await stream.write(b'{"id":"1","name":"noop","arguments":{},"timestamp":1}\n')
+            await read_line(stream)
+            await stream.close()
+            if i >= 20:  # warm-up excluded
+                samples.append(trio.current_time() - t0)
+        await client.disconnect(info.peer_id)
+    return samples
+
+
+async def node_calls(calls: int, concurrency: int, concurrent_calls: int) -> tuple[list[float], float]:
+    async with AsyncExitStack() as stack:
+        caller, provider = await start_mesh(stack, [[], [py_tool("noop", "noop")]])
+        await wait_all_know([caller], {"noop"})
+        samples = []
+        for i in range(calls + 20):
+            t0 = trio.current_time()
+            await caller.call("noop", {})
+            if i >= 20:
+                samples.append(trio.current_time() - t0)
+        per_worker = concurrent_calls // concurrency
+
+        async def worker() -> None:
+            for _ in range(per_worker):
+                await caller.call("noop", {})
+
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker)
+        rate = per_worker * concurrency / (trio.current_time() - t0)
+    return samples, rate
+
+
+async def throughput_across_processes(concurrency: int, total: int, workdir: Path) -> float:
+    """Calls/s from this process's node to a provider node running as its own OS process."""
+    import json
+    import subprocess
+
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "provider.yaml"
+    config.write_text(yaml.safe_dump({
+        "agent": {"name": "provider", "tools": [
+            {"name": "noop", "engine": "python", "engineSpec": {"callable": "node.demo_tools:noop"}}]},
+        "p2p": {"port": 0, "enable_mdns": False}, "mcp": {"enabled": False},
+        "limits": {"max_inflight_per_peer": 256},
+    }))
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "node.cli", "run", "-c", str(config), "--announce", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        buf = b""
+        with trio.fail_after(30):
+            while b"\n" not in buf:
+                buf += await proc.stdout.receive_some(4096)
+        addr = json.loads(buf.split(b"\n")[0])["addrs"][0]
+        async with AsyncExitStack() as stack:
+            caller = make_node(node_config("caller", [], bootstrap=[addr]))
+            await stack.enter_async_context(caller.running())
+            await wait_all_know([caller], {"noop"})
+            per_worker = total // concurrency
+
+            async def worker() -> None:
+                for _ in range(per_worker):
+                    await caller.call("noop", {})
+
+            for _ in range(50):
+                await caller.call("noop", {})
+            t0 = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                for _ in range(concurrency):
+                    nursery.start_soon(worker)
+            return per_worker * concurrency / (trio.current_time() - t0)
+    finally:
+        proc.terminate()
+        with trio.move_on_after(5):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def convergence(count: int) -> float:
+    async with AsyncExitStack() as stack:
+        t0 = trio.current_time()
+        first = make_node(node_config("n0", [py_tool("t0", "noop")]))
+        await stack.enter_async_context(first.running())
+        nodes = [first]
+        for i in range(1, count):
+            node = make_node(node_config(f"n{i}", [py_tool(f"t{i}", "noop")], bootstrap=first.addrs[:1]))
+            await stack.enter_async_context(node.running())
+            nodes.append(node)
+        await wait_all_know(nodes, {f"t{i}" for i in range(count)}, timeout=60)
+        return trio.current_time() - t0
+
+
+async def main(args: argparse.Namespace) -> None:
+    a = await baseline(args.calls)
+    b, rate = await node_calls(args.calls, 32, args.concurrent_calls)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rate_procs = await throughput_across_processes(32, args.concurrent_calls, Path(tmp))
+    conv = await convergence(10)
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(f"(a) baseline bare libp2p request/response: median {ma*1000:.2f} ms, p95 {pct(a, 95)*1000:.2f} ms ({len(a)} calls)")
+    print(f"(b) praxis-node remote no-op call:         median {mb*1000:.2f} ms, p95 {pct(b, 95)*1000:.2f} ms ({len(b)} calls)")
+    print(f"    ratio b/a (median): {mb/ma:.2f}   (target <= 1.3)")
+    print(f"(c) 32 concurrent callers, provider in its own process: {rate_procs:.0f} calls/s "
+          f"over {args.concurrent_calls} calls   (target >= 300)")
+    print(f"    (both nodes sharing one process and core: {rate:.0f} calls/s)")
+    print(f"(d) 10-node mesh convergence: {conv:.2f} s   (target < 5 s)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--concurrent-calls", type=int, default=2000)
+    configure_logging("WARNING")
+    logging.getLogger("praxis").setLevel(logging.ERROR)
+    trio.run(main, parser.parse_args())
