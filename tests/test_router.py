@@ -1,0 +1,126 @@
+"""Router decisions, with the network replaced by a scripted peer caller (a test double).
+
+The real network path of the same decisions is covered in tests/test_mesh.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from node.config import ToolContract
+from node.engines.python import PythonEngine
+from node.local_tools import LocalTools
+from node.peers import PeerDirectory
+from node.router import Router
+from protocols.errors import Busy, NoProvider, PeerUnreachable, ToolExecutionError, ToolNotFound
+from protocols.messages import Card, ToolRequest, ToolResponse, ToolResult, ToolSpec
+
+
+class ScriptedPeers:
+    """Answers per peer ID: a ToolResult, an exception to raise, or a ToolResponse error."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, ToolRequest]] = []
+
+    async def __call__(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
+        self.calls.append((peer_id, request))
+        answer = self.answers[peer_id]
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, ToolResponse):
+            return answer.model_copy(update={"id": request.id})
+        return ToolResponse(id=request.id, result=answer)
+
+
+def card(peer: str, *tools: str, idempotent: bool = False) -> Card:
+    return Card(name=peer, peer_id=peer, tools=[ToolSpec(name=t, idempotent=idempotent) for t in tools])
+
+
+def router_with(cards: list[Card], peers: ScriptedPeers, local: list[ToolContract] | None = None) -> Router:
+    directory = PeerDirectory()
+    for c in cards:
+        directory.update(c)
+    return Router(LocalTools(local or [], {"python": PythonEngine()}), directory, peers)
+
+
+def deadline() -> float:
+    return trio.current_time() + 5
+
+
+async def test_local_contract_wins_over_peers():
+    peers = ScriptedPeers({"p1": ToolResult.text("remote")})
+    local = [ToolContract(name="echo", engine="python", engine_spec={"callable": "tests.sample_tools:echo"})]
+    routed = await router_with([card("p1", "echo")], peers, local).call("echo", {"text": "l"}, deadline=deadline())
+    assert routed.provider == "local" and routed.result.text_output() == "l" and peers.calls == []
+
+
+async def test_unreachable_provider_falls_through_to_the_next():
+    peers = ScriptedPeers({"p1": PeerUnreachable("dial failed"), "p2": ToolResult.text("ok")})
+    router = router_with([card("p1", "t"), card("p2", "t")], peers)
+    routed = await router.call("t", {}, deadline=deadline())
+    assert routed.provider == "p2" and [p for p, _ in peers.calls] == ["p1", "p2"]
+    # p1 just failed: the next call goes to p2 first.
+    peers.calls.clear()
+    await router.call("t", {}, deadline=deadline())
+    assert [p for p, _ in peers.calls] == ["p2"]
+
+
+async def test_call_that_may_have_run_is_not_retried_unless_idempotent():
+    peers = ScriptedPeers({"p1": PeerUnreachable("vanished", maybe_ran=True), "p2": ToolResult.text("ok")})
+    with pytest.raises(PeerUnreachable, match="not idempotent"):
+        await router_with([card("p1", "t"), card("p2", "t")], peers).call("t", {}, deadline=deadline())
+    assert [p for p, _ in peers.calls] == ["p1"]
+    peers.calls.clear()
+    router = router_with([card("p1", "t", idempotent=True), card("p2", "t", idempotent=True)], peers)
+    assert (await router.call("t", {}, deadline=deadline())).provider == "p2"
+
+
+async def test_busy_provider_is_skipped_and_tool_errors_are_final():
+    busy = ToolResponse.failure("x", Busy.code, "busy")
+    failed = ToolResponse.failure("x", ToolExecutionError.code, "exit 3")
+    peers = ScriptedPeers({"p1": busy, "p2": failed, "p3": ToolResult.text("never")})
+    router = router_with([card("p1", "t"), card("p2", "t"), card("p3", "t")], peers)
+    router.directory.record_success("p1", 0.001)
+    router.directory.record_success("p2", 0.002)
+    router.directory.record_success("p3", 0.003)
+    with pytest.raises(ToolExecutionError, match="exit 3"):
+        await router.call("t", {}, deadline=deadline())
+    assert [p for p, _ in peers.calls] == ["p1", "p2"]
+
+
+async def test_least_loaded_then_fastest_provider_is_chosen():
+    peers = ScriptedPeers({"slow": ToolResult.text("s"), "fast": ToolResult.text("f")})
+    router = router_with([card("slow", "t"), card("fast", "t")], peers)
+    router.directory.record_success("slow", 0.050)
+    router.directory.record_success("fast", 0.005)
+    assert router.directory.providers("t") == ["fast", "slow"]
+    router.directory.health("fast").in_flight = 20  # busy now: 20 x 5 ms > 0 x 50 ms
+    assert router.directory.providers("t") == ["slow", "fast"]
+
+
+async def test_no_provider_names_the_tool_and_what_was_tried():
+    peers = ScriptedPeers({"p1": PeerUnreachable("refused")})
+    with pytest.raises(NoProvider, match=r"'t'.*peer p1 \(refused\)"):
+        await router_with([card("p1", "t")], peers).call("t", {}, deadline=deadline())
+    with pytest.raises(ToolNotFound, match="no provider for tool 'zzz'"):
+        await router_with([], peers).call("zzz", {}, deadline=deadline())
+
+
+async def test_excluded_peer_is_not_asked_and_hops_are_counted():
+    peers = ScriptedPeers({"p1": ToolResult.text("1"), "p2": ToolResult.text("2")})
+    routed = await router_with([card("p1", "t"), card("p2", "t")], peers).call(
+        "t", {}, deadline=deadline(), hops=2, exclude=frozenset({"p1"}))
+    assert routed.provider == "p2" and peers.calls[0][1].hops == 3
+
+
+async def test_older_card_does_not_replace_a_newer_one():
+    directory = PeerDirectory()
+    new = Card(name="n", peer_id="p", tools=[ToolSpec(name="b")], timestamp=2000)
+    old = Card(name="n", peer_id="p", tools=[ToolSpec(name="a")], timestamp=1000)
+    assert directory.update(new) is True
+    assert directory.update(old) is False
+    assert directory.tool_names() == {"b"}
