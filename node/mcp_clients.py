@@ -54,9 +54,13 @@ ToolsChangedCallback = Callable[["McpServerParams"], None]
 
 @dataclass(frozen=True)
 class McpServerParams:
-    """How to reach one MCP server. Hashable: the pool keeps one session per distinct value."""
+    """How to reach one MCP server. Hashable: the pool keeps one session per distinct value.
 
-    name: str
+    `name` (what messages call the server) takes no part in equality, so contracts that point
+    at the same server share one session.
+    """
+
+    name: str = field(compare=False)
     transport: Transport
     url: str | None = None
     command: str | None = None
@@ -206,7 +210,9 @@ class McpClientPool:
         on_tools_changed: ToolsChangedCallback | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
-        self.on_tools_changed = on_tools_changed
+        self._tools_changed_listeners: list[ToolsChangedCallback] = []
+        if on_tools_changed is not None:
+            self._tools_changed_listeners.append(on_tools_changed)
         self.sessions_opened = 0
         self._connections: dict[McpServerParams, _Connection] = {}
         self._nursery: trio.Nursery | None = None
@@ -241,6 +247,20 @@ class McpClientPool:
         stack, self._stack = self._stack, None
         assert stack is not None
         return await stack.__aexit__(exc_type, exc, tb)
+
+    def add_tools_changed_listener(self, callback: ToolsChangedCallback) -> None:
+        """Call `callback(params)` whenever a server announces `tools/list_changed`."""
+        self._tools_changed_listeners.append(callback)
+
+    def remove_tools_changed_listener(self, callback: ToolsChangedCallback) -> None:
+        if callback in self._tools_changed_listeners:
+            self._tools_changed_listeners.remove(callback)
+
+    async def run(self, *, task_status: trio.lowlevel.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the pool as a task of someone else's nursery (`await nursery.start(pool.run)`)."""
+        async with self.running():
+            task_status.started()
+            await trio.sleep_forever()
 
     def forget(self, params: McpServerParams) -> None:
         """Close the session to this server, if any (the next call opens a new one)."""
@@ -429,8 +449,8 @@ class McpClientPool:
         async def handle(message: Any) -> None:
             if isinstance(message, mcp_types.ToolListChangedNotification):
                 log.info("%s announced a changed tool list", params.describe())
-                if self.on_tools_changed is not None:
-                    self.on_tools_changed(params)
+                for listener in list(self._tools_changed_listeners):
+                    listener(params)
             await trio.lowlevel.checkpoint()
 
         return handle
