@@ -108,6 +108,7 @@ class McpServerEntry(_Section):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)  # secret
+    cwd: str | None = None  # stdio: working folder (relative to the config file's folder)
     share: bool = False  # also advertise these tools to peers in this node's card
 
 
@@ -117,6 +118,8 @@ class McpSection(_Section):
     port: int = Field(default=8090, ge=0, le=65535)
     token: str | None = Field(default=None, repr=False)  # bearer token; required off loopback
     servers: list[McpServerEntry] = Field(default_factory=list)
+    # How often forwarded servers' tool lists are fetched again without a change notice.
+    refresh_seconds: float = Field(default=60.0, gt=0)
 
 
 class ProcessEngineSettings(_Section):
