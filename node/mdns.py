@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
@@ -23,7 +24,8 @@ class MdnsBridge:
         self.own_peer_id = own_peer_id
         self.dial = dial
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    # `Any`: the trio-typing stubs that py-libp2p pulls in shadow trio's own TaskStatus type.
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         send, receive = trio.open_memory_channel[PeerInfo](QUEUE_SIZE)
         token = trio.lowlevel.current_trio_token()
 

@@ -84,9 +84,9 @@ class Router:
             if name in out:
                 out[name] = MeshTool(out[name].spec, out[name].providers + providers)
             else:
-                spec = self.directory.spec(name)
-                assert spec is not None
-                out[name] = MeshTool(spec, providers)
+                peer_spec = self.directory.spec(name)
+                assert peer_spec is not None
+                out[name] = MeshTool(peer_spec, providers)
         if self.upstreams is not None:
             for name, (server, spec) in sorted(self.upstreams.tools().items()):
                 entry = out.get(name)

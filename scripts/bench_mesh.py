@@ -168,8 +168,9 @@ async def main(args: argparse.Namespace) -> None:
         rate_procs = await throughput_across_processes(32, args.concurrent_calls, Path(tmp))
     conv = await convergence(10)
     ma, mb = statistics.median(a), statistics.median(b)
-    print(f"(a) baseline bare libp2p request/response: median {ma*1000:.2f} ms, p95 {pct(a, 95)*1000:.2f} ms ({len(a)} calls)")
-    print(f"(b) praxis-node remote no-op call:         median {mb*1000:.2f} ms, p95 {pct(b, 95)*1000:.2f} ms ({len(b)} calls)")
+    for label, samples, median in (("(a) baseline bare libp2p request/response", a, ma),
+                                   ("(b) praxis-node remote no-op call        ", b, mb)):
+        print(f"{label}: median {median * 1000:.2f} ms, p95 {pct(samples, 95) * 1000:.2f} ms ({len(samples)} calls)")
     print(f"    ratio b/a (median): {mb/ma:.2f}   (target <= 1.3)")
     print(f"(c) 32 concurrent callers, provider in its own process: {rate_procs:.0f} calls/s "
           f"over {args.concurrent_calls} calls   (target >= 300)")
