@@ -256,7 +256,7 @@ class McpClientPool:
         if callback in self._tools_changed_listeners:
             self._tools_changed_listeners.remove(callback)
 
-    async def run(self, *, task_status: trio.lowlevel.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the pool as a task of someone else's nursery (`await nursery.start(pool.run)`)."""
         async with self.running():
             task_status.started()

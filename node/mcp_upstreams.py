@@ -169,7 +169,7 @@ class McpUpstreams:
 
     # ----- fetching ------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.lowlevel.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.pool.add_tools_changed_listener(self._on_tools_changed)
         try:
             async with trio.open_nursery() as nursery:
