@@ -261,7 +261,7 @@ class Node:
             ok = True
             self._store_card(card)
         except PraxisError as exc:
-            log.warning("card exchange with %s failed: %s", peer_id, exc.message)
+            _log_card_failure(peer_id, exc)
         finally:
             await end_stream(stream, ok=ok)
 
@@ -298,7 +298,7 @@ class Node:
             ok = True
             self._store_card(card)
         except PraxisError as exc:
-            log.warning("card exchange with %s failed: %s", peer_id, exc.message)
+            _log_card_failure(peer_id, exc)
         finally:
             await end_stream(stream, ok=ok)
 
@@ -415,6 +415,12 @@ class Node:
 
 
 INITIAL_BACKOFF = 0.2
+
+
+def _log_card_failure(peer_id: str, exc: PraxisError) -> None:
+    # A refused (lying or malformed) card is worth a warning; a peer leaving mid-exchange is not.
+    level = logging.INFO if isinstance(exc, PeerUnreachable | ToolTimeout) else logging.WARNING
+    log.log(level, "card exchange with %s failed: %s", peer_id, exc.message)
 
 
 def parse_bootstrap(text: str) -> PeerInfo:
