@@ -21,7 +21,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
-from node.config import ConfigError, NodeConfig
+from node.config import ConfigError, NodeConfig, ToolContract
 from node.engines.base import ExecutionEngine
 from node.engines.process import ProcessEngine
 from node.engines.python import PythonEngine
@@ -344,6 +344,15 @@ class Node:
                     assert self._nursery is not None
                     self._nursery.start_soon(self._dial_discovered, info)
                     break
+
+    def add_tool(self, contract: ToolContract) -> None:
+        """Start serving a tool at run time; peers get the new card at once."""
+        self.local.add(contract)
+        self.notify_own_tools_changed()
+
+    def remove_tool(self, name: str) -> None:
+        if self.local.remove(name):
+            self.notify_own_tools_changed()
 
     def notify_own_tools_changed(self) -> None:
         """Push a fresh card to every connected peer (call when the local tool set changes)."""

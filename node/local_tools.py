@@ -29,6 +29,17 @@ class LocalTools:
     def specs(self) -> list[ToolSpec]:
         return [c.to_spec() for c in self._contracts.values()]
 
+    def add(self, contract: ToolContract) -> None:
+        """Serve a new tool (or replace one of the same name); its engine must accept it."""
+        engine = self._engines.get(contract.engine)
+        if engine is None:
+            raise EngineUnavailable(f"tool {contract.name!r}: engine {contract.engine!r} is not available")
+        engine.check_contract(contract)
+        self._contracts[contract.name] = contract
+
+    def remove(self, name: str) -> bool:
+        return self._contracts.pop(name, None) is not None
+
     def check_contracts(self) -> None:
         """Fail at start on a contract its engine can never run."""
         for contract in self._contracts.values():

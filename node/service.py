@@ -28,6 +28,10 @@ class InFlightLimits:
         self._by_peer: Counter[str] = Counter()
         self._total = 0
 
+    @property
+    def total_in_flight(self) -> int:
+        return self._total
+
     @contextmanager
     def slot(self, peer_id: str) -> Iterator[None]:
         if self._total >= self.total:

@@ -123,3 +123,77 @@ async def test_deadline_bounds_a_slow_remote_call():
                 await nodes[0].call("slow", {"seconds": 30}, timeout=0.5)
         routed = await nodes[0].call("slow", {"seconds": 0}, timeout=5)
         assert routed.result.text_output() == "slept 0s"
+
+
+async def test_tool_set_change_is_pushed_to_peers():
+    from node.config import ToolContract
+
+    async with AsyncExitStack() as stack:
+        nodes = await start_mesh(stack, [[], [], [py_tool("first", "noop")]])
+        await wait_all_know(nodes, {"first"})
+        nodes[2].add_tool(ToolContract(name="added", engine="python",
+                                       engine_spec={"callable": "tests.sample_tools:noop"}))
+        await wait_all_know(nodes, {"first", "added"})
+        nodes[2].remove_tool("first")
+        for node in nodes[:2]:
+            await wait_until(lambda n=node: "first" not in n.router.tools(), node.directory.changed)
+        assert (await nodes[0].call("added", {})).provider == nodes[2].peer_id
+
+
+async def test_provider_vanishing_mid_call_fails_fast_with_a_clear_error():
+    from tests.helpers import make_node, node_config
+
+    async with AsyncExitStack() as stack:
+        (caller,) = await start_mesh(stack, [[]])
+        provider = make_node(node_config("provider", [py_tool("slow", "slow", [{"name": "seconds", "type": "number"}])],
+                                         bootstrap=caller.addrs[:1]))
+        stop = trio.Event()
+        outcome: list[BaseException] = []
+
+        async def run_provider(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            async with provider.running():
+                task_status.started()
+                await stop.wait()
+
+        async def call_it() -> None:
+            try:
+                await caller.call("slow", {"seconds": 30}, timeout=30)
+            except PeerUnreachable as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(10):  # well before the call's 30 s deadline
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_provider)
+                await wait_all_know([caller], {"slow"})
+                nursery.start_soon(call_it)
+                while provider.service.in_flight.total_in_flight == 0:  # until the call runs there
+                    await trio.sleep(0.01)
+                stop.set()  # the provider stops under the running call
+        assert len(outcome) == 1
+        assert "may have run" in outcome[0].message and provider.peer_id in outcome[0].message
+
+
+async def test_bootstrap_peer_is_dialled_until_up_and_again_after_restart(tmp_path):
+    import socket
+
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    from node.app import Node
+    from tests.helpers import node_config
+
+    with socket.socket() as s:  # a free port for the bootstrap node's fixed address
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = create_new_key_pair()
+    boot_cfg = node_config("boot", [py_tool("boot_tool", "noop")], p2p={"port": port})
+    boot_addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{Node(boot_cfg, key_pair=key).peer_id}"
+    async with AsyncExitStack() as stack:
+        from tests.helpers import make_node
+
+        waiter = make_node(node_config("waiter", bootstrap=[boot_addr], p2p={"dial_backoff_max_seconds": 0.5}))
+        await stack.enter_async_context(waiter.running())
+        assert "boot_tool" not in waiter.router.tools()
+        for _ in range(2):  # first start, then a restart with the same identity and port
+            async with Node(boot_cfg, key_pair=key).running():
+                await wait_all_know([waiter], {"boot_tool"}, timeout=10)
+            await wait_until(lambda: "boot_tool" not in waiter.router.tools(), waiter.directory.changed)
