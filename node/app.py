@@ -23,11 +23,16 @@ from multiaddr import Multiaddr
 
 from node.config import ConfigError, NodeConfig, ToolContract
 from node.engines.base import ExecutionEngine
+from node.engines.lazy import LazyEngine
 from node.engines.process import ProcessEngine
 from node.engines.python import PythonEngine
+from node.engines.remote_mcp import RemoteMcpEngine
 from node.host import build_host, full_addrs, listen_multiaddr, parse_peer_addr
 from node.identity import load_or_create_identity
 from node.local_tools import LocalTools
+from node.mcp_clients import McpClientPool
+from node.mcp_server import MeshMcpEndpoint
+from node.mcp_upstreams import McpUpstreams
 from node.mdns import MdnsBridge
 from node.peers import PeerDirectory
 from node.router import Routed, Router, UpstreamTools
@@ -90,6 +95,22 @@ class Node:
             idle_timeout=config.limits.idle_timeout_seconds,
             max_depth=config.limits.max_json_depth,
         )
+        # MCP both ways (node/mcp_*.py): one client pool shared by remote-mcp tools and the
+        # servers under mcp.servers, and this node's own MCP endpoint over the mesh.
+        self.mcp_pool = McpClientPool(connect_timeout=config.limits.connect_timeout_seconds)
+        self.engines.setdefault("remote-mcp", RemoteMcpEngine(self.mcp_pool, config.base_dir))
+        if upstreams is None and config.mcp.servers:
+            try:
+                upstreams = McpUpstreams(
+                    config.mcp.servers, self.mcp_pool, base_dir=config.base_dir,
+                    refresh_seconds=config.mcp.refresh_seconds,
+                    list_timeout=config.limits.connect_timeout_seconds,
+                )
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        self.mcp_endpoint = MeshMcpEndpoint(self)
+        self.serve_mcp_http = config.mcp.enabled  # `praxis-node mcp` serves stdio instead
+        self.mcp_url = ""  # http://127.0.0.1:<port>/mcp once serving
         self.directory = PeerDirectory()
         self.local = LocalTools(config.agent.tools, self.engines)
         self.upstreams = upstreams
@@ -160,6 +181,12 @@ class Node:
                 nursery.start_soon(self._push_card_on_change)
                 if self.config.p2p.enable_mdns:
                     await nursery.start(MdnsBridge(self.peer_id, self._dial_discovered).run)
+                await nursery.start(self.mcp_pool.run)
+                if isinstance(self.upstreams, McpUpstreams):
+                    await nursery.start(self.upstreams.run)
+                    nursery.start_soon(self._advertise_shared_upstreams, self.upstreams)
+                if self.serve_mcp_http:
+                    self.mcp_url = await nursery.start(self.mcp_endpoint.serve_http)
                 log.info("node %s (%s) listening on %s", self.config.agent.name, self.peer_id,
                          ", ".join(self.addrs))
                 try:
@@ -366,6 +393,16 @@ class Node:
             for peer_id in self.connected_peers():
                 self.request_card_exchange(peer_id)
 
+    async def _advertise_shared_upstreams(self, upstreams: McpUpstreams) -> None:
+        """Push a fresh card when the tools of `share: true` MCP servers change."""
+        shared = upstreams.shared_tools()
+        seen = upstreams.version
+        while True:
+            seen = await upstreams.wait_changed(seen)
+            if upstreams.shared_tools() != shared:
+                shared = upstreams.shared_tools()
+                self.notify_own_tools_changed()
+
     async def _refresh_cards_periodically(self) -> None:
         while True:
             await trio.sleep(self.config.p2p.card_refresh_seconds)
@@ -441,7 +478,14 @@ def parse_bootstrap(text: str) -> PeerInfo:
 
 def default_engines(config: NodeConfig) -> dict[str, ExecutionEngine]:
     """One instance of every engine this node can run, created once."""
+
+    def dagger_engine() -> ExecutionEngine:
+        from node.engines.dagger import DaggerEngine
+
+        return DaggerEngine(config.engines.dagger, config.base_dir)
+
     return {
         "python": PythonEngine(),
         "process": ProcessEngine(config.engines.process, config.base_dir),
+        "dagger": LazyEngine(dagger_engine),
     }
