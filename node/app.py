@@ -112,7 +112,11 @@ class Node:
         self.serve_mcp_http = config.mcp.enabled  # `praxis-node mcp` serves stdio instead
         self.mcp_url = ""  # http://127.0.0.1:<port>/mcp once serving
         self.directory = PeerDirectory()
-        self.local = LocalTools(config.agent.tools, self.engines)
+        self.local = LocalTools(
+            config.agent.tools, self.engines,
+            max_argument_bytes=config.limits.max_argument_bytes,
+            max_result_bytes=config.limits.max_result_bytes,
+        )
         self.upstreams = upstreams
         self.router = Router(self.local, self.directory, self._call_peer, upstreams)
         self.service = ToolService(config, self.local, self.router, upstreams)

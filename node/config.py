@@ -149,6 +149,8 @@ class LimitsSection(_Section):
     max_inflight_total: int = Field(default=256, ge=1)
     max_inflight_per_peer: int = Field(default=64, ge=1)
     max_json_depth: int = Field(default=64, ge=4)
+    max_argument_bytes: int = Field(default=1 * MiB, ge=64)  # a call's arguments, as JSON
+    max_result_bytes: int = Field(default=4 * MiB, ge=64)  # a tool's result, as JSON
 
 
 class PolicySection(_Section):

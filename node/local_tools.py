@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -9,16 +10,25 @@ from typing import Any
 from node.arguments import check_arguments
 from node.config import ToolContract
 from node.engines.base import ExecutionEngine
-from protocols.errors import EngineUnavailable, PraxisError, ToolExecutionError
+from protocols.errors import EngineUnavailable, PraxisError, TooLarge, ToolExecutionError
 from protocols.messages import ToolResult, ToolSpec
 
 log = logging.getLogger("praxis.local")
 
 
 class LocalTools:
-    def __init__(self, contracts: list[ToolContract], engines: Mapping[str, ExecutionEngine]) -> None:
+    def __init__(
+        self,
+        contracts: list[ToolContract],
+        engines: Mapping[str, ExecutionEngine],
+        *,
+        max_argument_bytes: int = 1 << 20,
+        max_result_bytes: int = 4 << 20,
+    ) -> None:
         self._contracts = {c.name: c for c in contracts}
         self._engines = engines
+        self.max_argument_bytes = max_argument_bytes
+        self.max_result_bytes = max_result_bytes
 
     def get(self, name: str) -> ToolContract | None:
         return self._contracts.get(name)
@@ -50,14 +60,25 @@ class LocalTools:
 
     async def run(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult:
         contract = self._contracts[name]
+        size = json_size(arguments)
+        if size > self.max_argument_bytes:
+            raise TooLarge(f"tool {name!r}: arguments are {size} bytes, over the limit of {self.max_argument_bytes}")
         check_arguments(name, contract.params, arguments)
         engine = self._engines.get(contract.engine)
         if engine is None:
             raise EngineUnavailable(f"tool {name!r}: engine {contract.engine!r} is not available on this node")
         try:
-            return await engine.execute(contract, arguments, deadline)
+            result = await engine.execute(contract, arguments, deadline)
         except PraxisError:
             raise
         except Exception as exc:  # an engine bug must fail this call, not the node
             log.exception("engine %s failed on tool %s", contract.engine, name)
             raise ToolExecutionError(f"tool {name!r}: engine error ({type(exc).__name__})") from None
+        size = json_size(result.to_wire())
+        if size > self.max_result_bytes:
+            raise TooLarge(f"tool {name!r}: result is {size} bytes, over the limit of {self.max_result_bytes}")
+        return result
+
+
+def json_size(value: object) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str).encode())

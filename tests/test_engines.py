@@ -113,3 +113,15 @@ def test_argument_types_are_checked_and_values_never_echoed():
         check_arguments("t", params, {"n": True, "flag": "SECRET-VALUE"})
     assert "argument 'n' must be number, got boolean" in err.value.message
     assert "SECRET-VALUE" not in err.value.message
+
+
+async def test_argument_and_result_size_limits():
+    from node.local_tools import LocalTools
+
+    local = LocalTools([py("echo")], {"python": PythonEngine()}, max_argument_bytes=100, max_result_bytes=200)
+    with pytest.raises(TooLarge, match="arguments are .* over the limit of 100"):
+        await local.run("echo", {"text": "x" * 200}, soon())
+    assert (await local.run("echo", {"text": "x" * 50}, soon())).text_output() == "x" * 50
+    local.max_argument_bytes = 10_000
+    with pytest.raises(TooLarge, match="result is .* over the limit of 200"):
+        await local.run("echo", {"text": "y" * 500}, soon())
