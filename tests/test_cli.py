@@ -6,61 +6,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
 import trio
-import yaml
 
-CLI = [sys.executable, "-m", "node.cli"]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_config(folder: Path, name: str, tools: list[dict[str, Any]], bootstrap: list[str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "node.yaml"
-    path.write_text(yaml.safe_dump({
-        "agent": {"name": name, "tools": tools},
-        "p2p": {"port": 0, "enable_mdns": False, "bootstrap_nodes": bootstrap},
-        "mcp": {"enabled": False},
-    }))
-    return path
-
+from tests.processes import CLI, ROOT, node_process, write_config
 
 ECHO = {"name": "echo", "engine": "python", "engineSpec": {"callable": "tests.sample_tools:echo"},
         "params": [{"name": "text", "type": "string", "required": True}]}
 ADD = {"name": "add", "engine": "python", "engineSpec": {"callable": "tests.sample_tools:add"},
        "params": [{"name": "a", "type": "number", "required": True},
                   {"name": "b", "type": "number", "required": True}]}
-
-
-@asynccontextmanager
-async def node_process(config: Path) -> AsyncIterator[tuple[trio.Process, dict[str, Any]]]:
-    log = (config.parent / "node.log").open("wb")
-    proc = await trio.lowlevel.open_process(
-        [*CLI, "run", "-c", str(config), "--announce"], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-    )
-    try:
-        buf = b""
-        with trio.fail_after(30):
-            while b"\n" not in buf:
-                chunk = await proc.stdout.receive_some(4096)
-                assert chunk, f"node exited early:\n{(config.parent / 'node.log').read_text()}"
-                buf += chunk
-        yield proc, json.loads(buf.split(b"\n", 1)[0])
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            with trio.move_on_after(10):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        log.close()
 
 
 async def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
