@@ -51,6 +51,7 @@ class UpstreamTools(Protocol):
 class Routed:
     result: ToolResult
     provider: str  # "local", a peer ID, or "mcp:<server>"
+    attempts: int = 1  # providers asked; more than one means the call failed over
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class Router:
                 deadline_ms=max(1, int((deadline - trio.current_time()) * 1000)),
             )
             try:
-                return Routed(await self._call_peer(peer_id, request, deadline), peer_id)
+                return Routed(await self._call_peer(peer_id, request, deadline), peer_id, len(tried) + 1)
             except PeerUnreachable as exc:
                 tried.append(f"peer {peer_id} ({exc.message})")
                 if exc.maybe_ran and not idempotent:
@@ -149,7 +150,7 @@ class Router:
             upstream = self.upstreams.tools().get(name)
             if upstream is not None:
                 result = await self.upstreams.call(name, arguments, deadline)
-                return Routed(result, f"mcp:{upstream[0]}")
+                return Routed(result, f"mcp:{upstream[0]}", len(tried) + 1)
             tried.append("forwarded MCP servers (none lists it)")
         if not providers:
             where = "; ".join(tried) if tried else "no MCP server lists it"

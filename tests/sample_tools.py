@@ -26,3 +26,14 @@ async def slow(seconds: float) -> str:
 
 def fail(message: str) -> str:
     raise RuntimeError(message)
+
+
+async def record(token: str, seconds: float = 0.0) -> str:
+    """Sleep, then append the token to $PRAXIS_TEST_RECORD_FILE: proves which calls ran, and how often."""
+    import os
+
+    await trio.sleep(seconds)
+    path = os.environ["PRAXIS_TEST_RECORD_FILE"]
+    with open(path, "a", encoding="utf-8") as f:  # noqa: ASYNC230 - one short line, synchronously on purpose
+        f.write(token + "\n")
+    return token
