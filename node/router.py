@@ -116,6 +116,7 @@ class Router:
         if self.local.get(name) is not None:
             return Routed(await self.local.run(name, arguments, deadline), LOCAL)
         tried: list[str] = []
+        refusals: list[PraxisError] = []  # typed "did not run" answers from providers
         providers = [p for p in self.directory.providers(name) if p not in exclude]
         idempotent = any(
             (entry := self.directory.get(p)) is not None
@@ -146,6 +147,7 @@ class Router:
                 log.info("tool %s: peer %s unreachable, trying the next provider", name, peer_id)
             except _NOT_RUN as exc:
                 tried.append(f"peer {peer_id} ({exc.message})")
+                refusals.append(exc)
         if self.upstreams is not None and use_upstreams:
             upstream = self.upstreams.tools().get(name)
             if upstream is not None:
@@ -158,7 +160,12 @@ class Router:
                 f"no provider for tool {name!r}: not a local tool, no connected peer lists it, "
                 f"and {where}"
             )
-        raise NoProvider(f"no provider could serve tool {name!r}; tried: " + "; ".join(tried))
+        message = f"no provider could serve tool {name!r}; tried: " + "; ".join(tried)
+        kinds = {type(e) for e in refusals}
+        if len(refusals) == len(tried) and len(kinds) == 1:
+            # Every provider gave the same answer (all refused, all busy): pass that answer on.
+            raise kinds.pop()(refusals[0].message if len(refusals) == 1 else message)
+        raise NoProvider(message)
 
     async def _call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResult:
         health = self.directory.health(peer_id)
