@@ -8,6 +8,7 @@ each tool through a node that does not own it, prints a table and stops the node
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,24 @@ TOOLS: list[dict[str, Any]] = [
 ]
 
 
+# Runs in a container when a Dagger engine session is available (DAGGER_SESSION_PORT/TOKEN).
+DAGGER_TOOL: dict[str, Any] = {
+    "name": "container_word_count", "description": "Count words, in a busybox container (Dagger)",
+    "engine": "dagger",
+    "params": [{"name": "text", "type": "string", "required": True}],
+    "engineSpec": {"image": "busybox:latest", "command": ["sh", "-c", 'printf %s "$text" | wc -w']},
+    "args": {"text": "one two three four"},
+}
+
+
+def dagger_available(environ: dict[str, str]) -> str | None:
+    """None when a Dagger session is reachable from the environment, else why not."""
+    if environ.get("DAGGER_SESSION_PORT") and environ.get("DAGGER_SESSION_TOKEN"):
+        return None
+    return ("no Dagger engine session (DAGGER_SESSION_PORT/DAGGER_SESSION_TOKEN unset); "
+            "run `dagger run scripts/demo` with the Dagger CLI and Docker installed to include it")
+
+
 @dataclass
 class DemoNode:
     index: int
@@ -65,8 +84,9 @@ class DemoNode:
 def _config(node: DemoNode, bootstrap: list[str]) -> dict[str, Any]:
     return {
         "agent": {"name": node.name, "tools": [
-            {"name": t["name"], "description": t["description"], "engine": "python",
-             "params": t["params"], "engineSpec": {"callable": f"node.demo_tools:{t['callable']}"}}
+            {"name": t["name"], "description": t["description"], "engine": t.get("engine", "python"),
+             "params": t["params"],
+             "engineSpec": t.get("engineSpec") or {"callable": f"node.demo_tools:{t['callable']}"}}
             for t in node.tools
         ]},
         "p2p": {"port": 0, "host": "127.0.0.1", "enable_mdns": False, "bootstrap_nodes": bootstrap},
@@ -121,10 +141,10 @@ async def _stop(nodes: list[DemoNode]) -> None:
             await node.process.wait()
 
 
-def _assign_tools(count: int) -> list[list[dict[str, Any]]]:
+def _assign_tools(count: int, tools: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Spread the sample tools over the nodes; with more nodes than tools, some get none."""
     out: list[list[dict[str, Any]]] = [[] for _ in range(count)]
-    for i, tool in enumerate(TOOLS):
+    for i, tool in enumerate(tools):
         out[i % count].append(tool)
     return out
 
@@ -134,8 +154,14 @@ async def run_demo(count: int, keep_dir: bool = False) -> int:
         print("demo: --nodes must be between 2 and 16", file=sys.stderr)
         return 2
     folder = Path(tempfile.mkdtemp(prefix="praxis-demo-"))
-    nodes = [DemoNode(i, f"node-{i}", folder / f"node-{i}", tools)
-             for i, tools in enumerate(_assign_tools(count))]
+    tools = list(TOOLS)
+    no_dagger = dagger_available(dict(os.environ))
+    if no_dagger is None:
+        tools.append(DAGGER_TOOL)
+    else:
+        print(f"demo: dagger tool skipped: {no_dagger}")
+    nodes = [DemoNode(i, f"node-{i}", folder / f"node-{i}", assigned)
+             for i, assigned in enumerate(_assign_tools(count, tools))]
     print(f"demo: starting {count} nodes on 127.0.0.1 (folder {folder})")
     try:
         await _start(nodes[0], [])
@@ -145,7 +171,7 @@ async def run_demo(count: int, keep_dir: bool = False) -> int:
         for node in nodes:
             print(f"  {node.name}  {node.peer_id}  {node.addrs[0]}  tools: "
                   f"{', '.join(t['name'] for t in node.tools) or '-'}")
-        return await _exercise(nodes)
+        return await _exercise(nodes, tools)
     except (RuntimeError, PraxisError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -157,7 +183,7 @@ async def run_demo(count: int, keep_dir: bool = False) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-async def _exercise(nodes: list[DemoNode]) -> int:
+async def _exercise(nodes: list[DemoNode], tools: list[dict[str, Any]]) -> int:
     client = client_node([n.addrs[0] for n in nodes], name="demo-client")
     all_tools = {t["name"] for n in nodes for t in n.tools}
     owner = {t["name"]: n for n in nodes for t in n.tools}
@@ -175,7 +201,7 @@ async def _exercise(nodes: list[DemoNode]) -> int:
         print(f"demo: every node knows all {len(all_tools)} tools "
               f"({(trio.current_time() - started) * 1000:.0f} ms after start-up)\n")
         rows, failures = [], 0
-        for i, tool in enumerate(TOOLS):
+        for i, tool in enumerate(tools):
             if tool["name"] not in all_tools:
                 continue
             callers = [n for n in nodes if n is not owner[tool["name"]]]
