@@ -1,0 +1,382 @@
+"""The node's MCP endpoint: every tool of the mesh, to any MCP client.
+
+Two ways to serve it, both inside the node's trio loop:
+- streamable HTTP at `http://<mcp.host>:<mcp.port>/mcp`, served by hypercorn's trio worker
+  (`await nursery.start(endpoint.serve_http)`). It binds 127.0.0.1 by default; any other
+  address requires `mcp.token`, checked as `Authorization: Bearer <token>` on every request.
+  The SDK's DNS-rebinding protection stays on (Host and Origin must name the bound address).
+- stdio (`praxis-node mcp -c CONFIG`): MCP on stdin/stdout, for desktop clients that start
+  their servers as commands.
+
+`tools/list` is the router's view of the mesh (local tools, peers' tools, forwarded MCP
+servers' tools), each with its input schema. MCP tool names must match
+`[A-Za-z0-9_-]{1,64}`; see `mcp_names` for the rule. Connected clients get
+`notifications/tools/list_changed` when that set changes. `tools/call` validates the
+arguments against the tool's schema, then goes through the router like any other call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import mcp_types
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from mcp.server.lowlevel import Server
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp_types.jsonrpc import INVALID_PARAMS
+from pydantic import TypeAdapter
+
+from node.signals import ChangeSignal
+from protocols.errors import PraxisError
+from protocols.messages import ToolResult, ToolSpec
+
+if TYPE_CHECKING:
+    from node.app import Node
+
+log = logging.getLogger("praxis.mcp.server")
+
+MCP_PATH = "/mcp"
+MAX_NAME = 64
+_VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INVALID_CHAR = re.compile(r"[^A-Za-z0-9_-]")
+NOTIFY_TIMEOUT = 2.0
+_CONTENT = TypeAdapter(mcp_types.ContentBlock)
+
+ASGIApp = Callable[[MutableMapping[str, Any], Callable[..., Awaitable[Any]],
+                    Callable[..., Awaitable[None]]], Awaitable[None]]
+
+
+class EndpointConfigError(ValueError):
+    """The MCP endpoint cannot be served as configured (e.g. no token off loopback)."""
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def mcp_names(mesh_names: list[str] | set[str]) -> dict[str, str]:
+    """MCP name -> mesh name, for every mesh tool. Deterministic for a given set of names.
+
+    1. A mesh name that already matches `[A-Za-z0-9_-]{1,64}` is used unchanged.
+    2. Any other name has each character outside that set replaced by `_`; if it is longer
+       than 64 it is cut to 55 characters plus `_` and the first 8 hex digits of the SHA-256
+       of the original name.
+    3. When that result is already taken (by a rule-1 name or an earlier rule-2 name, in
+       sorted order of the original names), it becomes its first 55 characters plus `_` and
+       the 8-hex-digit SHA-256 prefix of the original name.
+    """
+    out: dict[str, str] = {}
+    rest = []
+    for name in sorted(mesh_names):
+        if _VALID.fullmatch(name):
+            out[name] = name
+        else:
+            rest.append(name)
+    for name in rest:
+        candidate = _INVALID_CHAR.sub("_", name) or "tool"
+        if len(candidate) > MAX_NAME:
+            candidate = f"{candidate[:55]}_{_digest(name)}"
+        if candidate in out:
+            candidate = f"{candidate[:55]}_{_digest(name)}"
+        if candidate in out:  # astronomically unlikely: a SHA-256 prefix collision
+            log.warning("MCP endpoint: tool %r cannot get a unique name; not listed", name)
+            continue
+        out[candidate] = name
+    return out
+
+
+def _input_schema(spec: ToolSpec) -> dict[str, Any]:
+    schema = dict(spec.input_schema) if spec.input_schema else None
+    if schema is None:
+        props = {p.name: {"type": p.type, "description": p.description} for p in spec.parameters}
+        schema = {"type": "object", "properties": props,
+                  "required": [p.name for p in spec.parameters if p.required]}
+    schema.setdefault("type", "object")
+    return schema
+
+
+def to_call_result(result: ToolResult) -> mcp_types.CallToolResult:
+    """A ToolResult as MCP: content items unchanged, isError, structured content."""
+    content = []
+    for item in result.content:
+        data = item.model_dump(exclude_none=True)
+        try:
+            content.append(_CONTENT.validate_python(data))
+        except ValueError:
+            # Not an MCP content block (a Go node's own kind): show it as JSON text.
+            content.append(mcp_types.TextContent(type="text", text=json.dumps(data)))
+    return mcp_types.CallToolResult(content=content, is_error=result.is_error,
+                                    structured_content=result.structured_content)
+
+
+def _error_result(message: str) -> mcp_types.CallToolResult:
+    return mcp_types.CallToolResult(
+        content=[mcp_types.TextContent(type="text", text=message)], is_error=True
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _MeshServer(Server[Any]):
+    """The SDK's low-level server, announcing `tools.listChanged` on every transport."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> Any:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities, extensions,
+        )
+
+
+class MeshMcpEndpoint:
+    """The MCP server over the mesh of one Node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.server: Server[Any] = _MeshServer(
+            f"praxis-node {node.config.agent.name}",
+            version=node.config.agent.version,
+            instructions="Every tool of a praxis mesh: this node's, its peers' and the MCP "
+                         "servers they forward to.",
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+        )
+        self.changed = ChangeSignal()  # bumped when the listed tool set changes
+        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._listed: dict[str, tuple[str, ToolSpec]] = {}
+        self.bound: list[str] = []
+
+    # ----- the mesh as MCP -----------------------------------------------------------
+
+    def listing(self) -> dict[str, tuple[str, ToolSpec]]:
+        """MCP name -> (mesh name, spec), from the router's current view."""
+        mesh = self.node.router.tools()
+        names = mcp_names(set(mesh))
+        return {mcp_name: (mesh_name, mesh[mesh_name].spec) for mcp_name, mesh_name in names.items()}
+
+    async def _list_tools(
+        self, ctx: Any, params: mcp_types.PaginatedRequestParams | None
+    ) -> mcp_types.ListToolsResult:
+        self._remember(ctx)
+        tools = [
+            mcp_types.Tool(
+                name=mcp_name,
+                title=mesh_name if mesh_name != mcp_name else None,
+                description=spec.description or None,
+                input_schema=_input_schema(spec),
+                annotations=mcp_types.ToolAnnotations(idempotent_hint=spec.idempotent)
+                if spec.idempotent is not None else None,
+            )
+            for mcp_name, (mesh_name, spec) in sorted(self.listing().items())
+        ]
+        return mcp_types.ListToolsResult(tools=tools)
+
+    async def _call_tool(
+        self, ctx: Any, params: mcp_types.CallToolRequestParams
+    ) -> mcp_types.CallToolResult:
+        self._remember(ctx)
+        listing = self.listing()
+        entry = listing.get(params.name)
+        if entry is None:
+            raise MCPError(INVALID_PARAMS, f"unknown tool {params.name[:64]!r}: tools/list "
+                                           "names every tool of the mesh")
+        mesh_name, spec = entry
+        arguments = dict(params.arguments or {})
+        problem = schema_problem(_input_schema(spec), arguments)
+        if problem is not None:
+            return _error_result(f"tool {params.name!r}: invalid arguments: {problem}")
+        try:
+            routed = await self.node.call(mesh_name, arguments)
+        except PraxisError as exc:
+            log.info("MCP call %s failed: %s", mesh_name, exc.message)
+            return _error_result(exc.message)
+        return to_call_result(routed.result)
+
+    def _remember(self, ctx: Any) -> None:
+        """Keep the client's connection (weakly) to send it tools/list_changed later."""
+        # The SDK hands handlers a per-request session; the client's connection (which owns
+        # the stream for server-initiated notifications) sits behind it.
+        session = getattr(ctx, "session", None)
+        connection = getattr(ctx, "connection", None) or getattr(session, "_connection", None)
+        if connection is not None and hasattr(connection, "send_tool_list_changed"):
+            self._sessions.add(connection)
+
+    # ----- change notices --------------------------------------------------------------
+
+    async def watch_changes(
+        self, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Notify connected clients whenever the mesh's tool set (names or specs) changes."""
+        sources = [self.node.directory.changed, self.node.own_card_changed]
+        upstream_signal = getattr(self.node.upstreams, "changed", None)
+        if isinstance(upstream_signal, ChangeSignal):
+            sources.append(upstream_signal)
+        wake = ChangeSignal()
+        self._listed = self.listing()
+        async with trio.open_nursery() as nursery:
+            for source in sources:
+                nursery.start_soon(_forward_bumps, source, wake)
+            task_status.started()
+            seen = wake.version
+            while True:
+                seen = await wake.wait_past(seen)
+                listed = self.listing()
+                if listed == self._listed:
+                    continue
+                self._listed = listed
+                self.changed.bump()
+                await self._notify_all()
+
+    async def _notify_all(self) -> None:
+        for session in list(self._sessions):
+            with trio.move_on_after(NOTIFY_TIMEOUT):
+                try:
+                    await session.send_tool_list_changed()
+                except Exception as exc:  # a client that went away: forget it
+                    log.debug("tools/list_changed not delivered: %s", type(exc).__name__)
+                    self._sessions.discard(session)
+
+    # ----- transports ------------------------------------------------------------------
+
+    def http_app(self) -> ASGIApp:
+        """The ASGI app: the SDK's streamable HTTP app, behind a bearer check when configured."""
+        cfg = self.node.config.mcp
+        if not is_loopback(cfg.host) and not cfg.token:
+            raise EndpointConfigError(
+                f"mcp.host {cfg.host!r} is not a loopback address: set mcp.token, which clients "
+                "then send as 'Authorization: Bearer <token>'"
+            )
+        security = None
+        if not is_loopback(cfg.host):
+            host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+            security = TransportSecuritySettings(
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=[f"{host}:*", "127.0.0.1:*", "localhost:*", "[::1]:*"],
+                allowed_origins=[f"http://{host}:*", "http://127.0.0.1:*",
+                                 "http://localhost:*", "http://[::1]:*"],
+            )
+        app: ASGIApp = self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            host=cfg.host if is_loopback(cfg.host) else "0.0.0.0",
+            transport_security=security,
+        )
+        if cfg.token:
+            app = _bearer_guard(app, cfg.token)
+        return app
+
+    async def serve_http(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve streamable HTTP until cancelled; `task_status.started(url)` once listening."""
+        cfg = self.node.config.mcp
+        app = self.http_app()
+        config = HypercornConfig()
+        host = f"[{cfg.host}]" if ":" in cfg.host and not cfg.host.startswith("[") else cfg.host
+        config.bind = [f"{host}:{cfg.port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.graceful_timeout = 1.0
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.watch_changes)
+            binds = await nursery.start(_serve, app, config)
+            self.bound = list(binds)
+            url = self.url
+            log.info("MCP endpoint at %s", url)
+            task_status.started(url)
+
+    @property
+    def url(self) -> str:
+        """The endpoint's URL, once serving over HTTP."""
+        if not self.bound:
+            return ""
+        bound = self.bound[0]  # e.g. http://127.0.0.1:8090
+        return bound.rstrip("/") + MCP_PATH
+
+    async def serve_stdio(self) -> None:
+        """Serve MCP on this process's stdin/stdout until the client closes stdin."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.watch_changes)
+            async with stdio_server() as (read_stream, write_stream):
+                await self.server.run(
+                    read_stream, write_stream, self.server.create_initialization_options()
+                )
+            nursery.cancel_scope.cancel()
+
+
+async def _serve(app: ASGIApp, config: HypercornConfig, *, task_status: Any) -> None:
+    await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+
+async def _forward_bumps(source: ChangeSignal, target: ChangeSignal) -> None:
+    seen = source.version
+    while True:
+        seen = await source.wait_past(seen)
+        target.bump()
+
+
+def schema_problem(schema: Mapping[str, Any], arguments: dict[str, Any]) -> str | None:
+    """Why `arguments` violate `schema` (naming paths and rules, never values); None if valid."""
+    try:
+        validator_cls = jsonschema.validators.validator_for(schema)
+        validator = validator_cls(schema)
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+    except jsonschema.SchemaError:
+        return None  # a schema we cannot read: let the tool's provider judge
+    if not errors:
+        return None
+    problems = []
+    for err in errors[:5]:
+        where = "/".join(str(p) for p in err.path) or "(arguments)"
+        if err.validator == "required":
+            missing = [m for m in err.validator_value if m not in (err.instance or {})]
+            problems.append(f"missing required argument(s) {missing}")
+        elif err.validator == "additionalProperties":
+            problems.append(f"{where}: unexpected argument(s)")
+        else:
+            problems.append(f"{where}: must satisfy {err.validator}={err.validator_value!r}")
+    return "; ".join(problems)
+
+
+def _bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, expected):
+                body = b'{"error": "missing or wrong bearer token"}'
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"www-authenticate", b"Bearer"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+__all__ = ["EndpointConfigError", "MeshMcpEndpoint", "is_loopback", "mcp_names"]
