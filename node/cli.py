@@ -110,6 +110,26 @@ async def cmd_peers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_mcp(args: argparse.Namespace) -> int:
+    """Run a node that speaks MCP on stdin/stdout (for desktop clients that start a command)."""
+    from node.app import Node
+    from node.host import parse_peer_addr
+
+    config = _load(args.config)
+    configure_logging(args.log_level, config.agent.name)  # stderr: stdout carries MCP
+    node = Node(config)
+    node.serve_mcp_http = False
+    async with node.running():
+        # Give the bootstrap peers a moment, so the client's first tools/list shows the mesh
+        # (later changes reach it as tools/list_changed notifications).
+        wanted = {parse_peer_addr(a).peer_id.to_string() for a in config.p2p.bootstrap_nodes}
+        with trio.move_on_after(args.wait_for_peers):
+            while any(node.directory.get(p) is None for p in wanted):
+                await node.directory.changed.wait_past(node.directory.changed.version)
+        await node.mcp_endpoint.serve_stdio()
+    return EXIT_OK
+
+
 async def cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
@@ -160,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     peers = sub.add_parser("peers", help="list a running node's peers")
     remote(peers)
     peers.set_defaults(func=cmd_peers)
+
+    mcp = sub.add_parser("mcp", help="run a node that serves the mesh's tools over MCP on stdio")
+    mcp.add_argument("-c", "--config", required=True, help="YAML config file")
+    mcp.add_argument("--log-level", default="WARNING", help="logs go to stderr")
+    mcp.add_argument("--wait-for-peers", type=float, default=5.0, metavar="SECONDS",
+                     help="how long to wait for the bootstrap peers' cards before serving")
+    mcp.set_defaults(func=cmd_mcp)
 
     demo = sub.add_parser("demo", help="start a mesh of nodes on 127.0.0.1 and call across it")
     demo.add_argument("--nodes", type=int, default=3, help="number of nodes (2-16, default 3)")
