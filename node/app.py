@@ -399,8 +399,8 @@ class Node:
 
     async def _advertise_shared_upstreams(self, upstreams: McpUpstreams) -> None:
         """Push a fresh card when the tools of `share: true` MCP servers change."""
-        shared = upstreams.shared_tools()
-        seen = upstreams.version
+        shared: dict[str, Any] = {}  # what the first card carried if it went out before the fetch
+        seen = 0
         while True:
             seen = await upstreams.wait_changed(seen)
             if upstreams.shared_tools() != shared:
