@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import trio
@@ -104,7 +104,7 @@ class ToolService:
                 raise NotAllowed(f"peer {peer_id} is not allowed to call tool {request.name!r}")
             with self.in_flight.slot(peer_id):
                 return await self.local.run(request.name, arguments, deadline)
-        if self.shared_upstreams is not None and request.name in self.shared_upstreams.tools():
+        if self.shared_upstreams is not None and request.name in _shared(self.shared_upstreams):
             with self.in_flight.slot(peer_id):
                 return await self.shared_upstreams.call(request.name, arguments, deadline)
         if request.hops >= limits.max_hops:
@@ -117,3 +117,9 @@ class ToolService:
                 trace_id=request.trace_id, exclude=frozenset({peer_id}), use_upstreams=False,
             )
         return routed.result
+
+
+def _shared(upstreams: UpstreamTools) -> Collection[str]:
+    """Names of forwarded MCP tools peers may call: only those of `share: true` servers."""
+    shared = getattr(upstreams, "shared_tools", None)
+    return shared() if callable(shared) else upstreams.tools()
