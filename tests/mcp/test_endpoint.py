@@ -26,7 +26,13 @@ from mcp.shared.exceptions import MCPError
 from node.app import Node
 from node.mcp_server import EndpointConfigError, MeshMcpEndpoint, mcp_names
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_until
-from tests.mcp.servers import INSPECTOR, RunningServer, everything, require
+from tests.mcp.servers import (
+    INSPECTOR,
+    RunningServer,
+    everything,
+    require,
+    time_server_command,
+)
 
 ADD_PARAMS = [{"name": "a", "type": "number", "required": True},
               {"name": "b", "type": "number", "required": True}]
@@ -214,3 +220,23 @@ def test_name_sanitizing_is_deterministic_and_collision_free() -> None:
     for mcp_name in first:
         assert len(mcp_name) <= 64 and all(c.isalnum() or c in "_-" for c in mcp_name)
         assert mcp_name.isascii()
+
+
+async def test_only_shared_servers_are_offered_to_peers() -> None:
+    command, args = time_server_command()
+    async with everything("streamableHttp") as upstream:
+        a = make_node(node_config("node-a"))
+        async with a.running():
+            b = make_node(node_config("node-b", bootstrap=a.addrs[:1], mcp={"servers": [
+                {"name": "everything", "address": upstream.url, "share": True},
+                {"name": "time", "command": command, "args": args},  # not shared
+            ]}))
+            async with b.running():
+                assert "get_current_time" in b.router.tools()  # B itself uses it
+                await wait_until(lambda: "get-sum" in a.router.tools(), a.directory.changed)
+                assert "get_current_time" not in a.router.tools()
+                # Even by name, a peer cannot reach the unshared server through B.
+                response = await a.request_peer(b.peer_id, "get_current_time", {"timezone": "UTC"})
+                assert response.error is not None and response.result.is_error
+                routed = await b.call("get_current_time", {"timezone": "UTC"})
+                assert routed.provider == "mcp:time" and not routed.result.is_error
