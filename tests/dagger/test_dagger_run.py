@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -160,7 +161,7 @@ async def test_symlink_inside_roots_and_extra_roots_are_allowed(dagger_backend: 
     ],
 )
 async def test_bad_contracts_fail_before_anything_runs(
-    dagger_backend: DaggerBackend, engine: DaggerEngine, spec: dict[str, object], field: str
+    dagger_backend: DaggerBackend, engine: DaggerEngine, spec: dict[str, Any], field: str
 ) -> None:
     before = dagger_backend.stats()
     contract = dagger_contract(**spec)
