@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Protocol
 
 import trio
@@ -21,6 +22,7 @@ DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 10.0
 DEFAULT_MAX_DEPTH = 64
 READ_CHUNK = 64 * 1024
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class ByteStream(Protocol):
@@ -87,14 +89,42 @@ def decode_json(frame: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"frame is not valid UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, and int strings past Python's digit limit
         raise InvalidRequest(f"frame is not valid JSON: {_short(str(exc))}") from None
     if _depth(value, max_depth) > max_depth:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        # Such a string cannot be encoded as UTF-8: echoing or storing it would break later.
+        raise InvalidRequest("frame has a string with an unpaired UTF-16 surrogate escape")
     return value
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf, which no JSON encoder can write back: refuse it on the way in.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _reject_constant(name: str) -> Any:
