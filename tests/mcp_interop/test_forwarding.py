@@ -14,7 +14,7 @@ from node.engines.remote_mcp import RemoteMcpEngine
 from node.mcp_clients import McpClientPool
 from node.mcp_upstreams import McpUpstreams
 from protocols.errors import ContractError, EngineUnavailable, ToolNotFound
-from tests.mcp.servers import (
+from tests.mcp_interop.servers import (
     everything,
     everything_stdio_command,
     free_port,

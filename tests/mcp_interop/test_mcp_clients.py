@@ -11,7 +11,7 @@ import trio
 
 from node.mcp_clients import McpClientPool, McpServerParams
 from protocols.errors import EngineUnavailable, PraxisError, ToolTimeout
-from tests.mcp.servers import (
+from tests.mcp_interop.servers import (
     child_pids,
     everything,
     everything_stdio_command,
