@@ -6,6 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
+# Fixtures for real containers (a private Docker daemon and the Dagger test stand-in), shared by
+# tests/dagger and the hardening suites; the daemon starts once per session, when first needed.
+pytest_plugins = ["tests.dagger_fixtures"]
+
 _FIGURES = pytest.StashKey[list[str]]()
 
 

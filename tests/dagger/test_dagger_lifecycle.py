@@ -13,7 +13,7 @@ import trio.testing
 from node.config import DaggerEngineSettings
 from node.engines.dagger import DaggerEngine
 from protocols.errors import Busy, EngineUnavailable, ToolTimeout
-from tests.dagger.conftest import DaggerBackend, dagger_contract, make_engine
+from tests.dagger_fixtures import DaggerBackend, dagger_contract, make_engine
 from tests.dagger_standin.launcher import wait_until
 
 

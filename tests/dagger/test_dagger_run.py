@@ -12,7 +12,7 @@ import trio
 
 from node.engines.dagger import DaggerEngine
 from protocols.errors import ContractError, InvalidArguments, ToolExecutionError
-from tests.dagger.conftest import DaggerBackend, dagger_contract, make_engine
+from tests.dagger_fixtures import DaggerBackend, dagger_contract, make_engine
 
 SECRET = "s3cret-passthrough-value-91f2"
 

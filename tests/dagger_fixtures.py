@@ -1,4 +1,4 @@
-"""Fixtures for the dagger engine tests: a real Dagger session, or the test stand-in.
+"""Fixtures for tests that run dagger tools: a real Dagger session, or the test stand-in.
 
 Default: start a private Docker daemon (`--bridge none --iptables=false`, private socket and
 data root), import a locally built busybox:latest, start the TEST STAND-IN for Dagger
