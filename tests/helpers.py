@@ -71,4 +71,5 @@ async def start_mesh(stack: AsyncExitStack, tools_per_node: list[list[dict[str, 
 
 async def wait_all_know(nodes: list[Node], names: set[str], timeout: float = 10.0) -> None:
     for node in nodes:
-        await wait_until(lambda n=node: names <= set(n.router.tools()), node.directory.changed, timeout)
+        router = node.router
+        await wait_until(lambda: names <= set(router.tools()), node.directory.changed, timeout)
