@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -41,8 +42,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
         nursery.start_soon(_until_signalled, nursery.cancel_scope)
         async with node.running():
             if args.announce:
-                print(json.dumps({"event": "ready", "name": config.agent.name,
-                                  "peerId": node.peer_id, "addrs": node.addrs}), flush=True)
+                print(json.dumps({"event": "ready", "name": config.agent.name, "peerId": node.peer_id,
+                                  "addrs": node.addrs, "mcpUrl": node.mcp_url}), flush=True)
             await trio.sleep_forever()
     return EXIT_OK
 
@@ -62,11 +63,13 @@ async def cmd_id(args: argparse.Namespace) -> int:
 
 
 async def cmd_call(args: argparse.Namespace) -> int:
-    from node.client import connected_client, find_spec, parse_cli_arguments
+    if args.node:
+        return await _call_through_endpoint(args)
+    from node.client import connected_client, find_spec, param_types, parse_cli_arguments
 
     async with connected_client(args.peer, args.timeout) as (node, peer_id):
         spec = await find_spec(node, peer_id, args.tool)
-        arguments = parse_cli_arguments(args.arguments, spec)
+        arguments = parse_cli_arguments(args.arguments, param_types(spec))
         response = await node.request_peer(peer_id, args.tool, arguments, timeout=args.timeout)
     if response.error is not None:
         print(f"error {response.error.code}: {response.error.message}", file=sys.stderr)
@@ -79,7 +82,33 @@ async def cmd_call(args: argparse.Namespace) -> int:
     return EXIT_TOOL_ERROR if result.is_error else EXIT_OK
 
 
+async def _call_through_endpoint(args: argparse.Namespace) -> int:
+    from node.endpoint_client import content_text, endpoint_call, endpoint_client
+
+    async with endpoint_client(args.node, args.token, args.timeout) as client:
+        result = await endpoint_call(client, args.tool, args.arguments)
+    if args.json:
+        print(result.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+    elif result.is_error:
+        print(f"error: {content_text(result)}", file=sys.stderr)
+    else:
+        print(content_text(result))
+    return EXIT_TOOL_ERROR if result.is_error else EXIT_OK
+
+
 async def cmd_tools(args: argparse.Namespace) -> int:
+    if args.node:
+        from node.endpoint_client import endpoint_client, endpoint_tools
+
+        async with endpoint_client(args.node, args.token, args.timeout) as client:
+            listed = await endpoint_tools(client)
+        rows = [{"name": t.name, "meshName": t.title or t.name, "description": t.description or ""}
+                for t in listed]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _table(["tool", "mesh name", "description"], [list(r.values()) for r in rows])
+        return EXIT_OK
     from node.client import connected_client, mesh_tools
 
     async with connected_client(args.peer, args.timeout) as (node, peer_id):
@@ -93,16 +122,28 @@ async def cmd_tools(args: argparse.Namespace) -> int:
 
 
 async def cmd_peers(args: argparse.Namespace) -> int:
-    from node.client import connected_client
+    rows: list[list[str]]
+    if args.node:
+        from node.endpoint_client import endpoint_client, endpoint_peers
 
-    async with connected_client(args.peer, args.timeout) as (node, peer_id):
-        entry = node.directory.get(peer_id)
-        peers = await node.fetch_peer_list(peer_id, timeout=args.timeout)
-    assert entry is not None
-    rows = [[entry.card.name + " (dialled)", peer_id, ", ".join(entry.card.addrs),
-             ", ".join(sorted(entry.tools))]]
-    rows += [[r.name, r.peer_id, ", ".join(r.addrs), ", ".join(t.name for t in r.tools)]
-             for r in peers.peers if r.peer_id != node.peer_id]
+        async with endpoint_client(args.node, args.token, args.timeout) as client:
+            data = await endpoint_peers(client)
+        me = data["self"]
+        rows = [[me["name"] + " (this node)", me["peerId"], ", ".join(me.get("addrs", [])),
+                 ", ".join(sorted(t["name"] for t in me.get("tools", [])))]]
+        rows += [[r.get("name", ""), r["peerId"], ", ".join(r.get("addrs", [])),
+                  ", ".join(t["name"] for t in r.get("tools", []))] for r in data["peers"]]
+    else:
+        from node.client import connected_client
+
+        async with connected_client(args.peer, args.timeout) as (node, peer_id):
+            entry = node.directory.get(peer_id)
+            peers = await node.fetch_peer_list(peer_id, timeout=args.timeout)
+        assert entry is not None
+        rows = [[entry.card.name + " (dialled)", peer_id, ", ".join(entry.card.addrs),
+                 ", ".join(sorted(entry.tools))]]
+        rows += [[r.name, r.peer_id, ", ".join(r.addrs), ", ".join(t.name for t in r.tools)]
+                 for r in peers.peers if r.peer_id != node.peer_id]
     if args.json:
         print(json.dumps([dict(zip(["name", "peerId", "addrs", "tools"], r, strict=True)) for r in rows], indent=2))
         return EXIT_OK
@@ -162,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     ident.set_defaults(func=cmd_id)
 
     def remote(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--peer", required=True, help="multiaddr of a running node, with /p2p/<id>")
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--peer", help="multiaddr of a running node, with /p2p/<id> (talks libp2p)")
+        where.add_argument("--node", help="URL of a running node's MCP endpoint, e.g. http://127.0.0.1:8090/mcp")
+        p.add_argument("--token", default=os.environ.get("PRAXIS_MCP_TOKEN"),
+                       help="bearer token for --node (default: $PRAXIS_MCP_TOKEN)")
         p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -213,9 +258,19 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(leaf, PraxisError):
             print(f"error: {leaf.message}", file=sys.stderr)
             return EXIT_UNREACHABLE
+        if _is_connection_error(leaf):
+            where = getattr(args, "node", None) or getattr(args, "peer", None) or "the node"
+            print(f"error: cannot reach {where}: {leaf}", file=sys.stderr)
+            return EXIT_UNREACHABLE
         if isinstance(leaf, KeyboardInterrupt):
             return 130
         raise
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import httpx2
+
+    return isinstance(exc, OSError | httpx2.TransportError)
 
 
 def first_leaf(exc: BaseException) -> BaseException:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +51,12 @@ async def connected_client(peer_addr: str, timeout: float = 10.0) -> AsyncIterat
         yield node, target
 
 
-def parse_cli_arguments(pairs: list[str], spec: ToolSpec | None) -> dict[str, Any]:
+def param_types(spec: ToolSpec | None) -> dict[str, str]:
+    return {p.name: p.type for p in spec.parameters} if spec else {}
+
+
+def parse_cli_arguments(pairs: list[str], types: Mapping[str, str]) -> dict[str, Any]:
     """`key=value` pairs; values are JSON unless the tool declares the parameter a string."""
-    types = {p.name: p.type for p in spec.parameters} if spec else {}
     arguments: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")

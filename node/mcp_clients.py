@@ -443,7 +443,7 @@ class McpClientPool:
             headers=headers or None,
             timeout=httpx2.Timeout(self.connect_timeout, read=None),
         )
-        return _owned_http_transport(params.url, http)
+        return owned_http_transport(params.url, http)
 
     def _message_handler(self, params: McpServerParams) -> Any:
         async def handle(message: Any) -> None:
@@ -457,7 +457,7 @@ class McpClientPool:
 
 
 @asynccontextmanager
-async def _owned_http_transport(url: str, http: httpx2.AsyncClient) -> AsyncIterator[Any]:
+async def owned_http_transport(url: str, http: httpx2.AsyncClient) -> AsyncIterator[Any]:
     """Streamable HTTP over an httpx client this transport owns (closed with it)."""
     async with http, streamable_http_client(url, http_client=http) as streams:
         yield streams

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("praxis.mcp.server")
 
 MCP_PATH = "/mcp"
+# A resource describing this node and the peers it knows (`praxis-node peers --node URL`).
+PEERS_URI = "praxis://node/peers"
 MAX_NAME = 64
 _VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _INVALID_CHAR = re.compile(r"[^A-Za-z0-9_-]")
@@ -165,6 +167,8 @@ class MeshMcpEndpoint:
                          "servers they forward to.",
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_read_resource=self._read_resource,
         )
         self.changed = ChangeSignal()  # bumped when the listed tool set changes
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -216,6 +220,23 @@ class MeshMcpEndpoint:
             log.info("MCP call %s failed: %s", mesh_name, exc.message)
             return _error_result(exc.message)
         return to_call_result(routed.result)
+
+    async def _list_resources(
+        self, ctx: Any, params: mcp_types.PaginatedRequestParams | None
+    ) -> mcp_types.ListResourcesResult:
+        return mcp_types.ListResourcesResult(resources=[mcp_types.Resource(
+            name="peers", uri=PEERS_URI, mime_type="application/json",
+            description="This node and the peers it knows: names, peer IDs, addresses and tools",
+        )])
+
+    async def _read_resource(
+        self, ctx: Any, params: mcp_types.ReadResourceRequestParams
+    ) -> mcp_types.ReadResourceResult:
+        if params.uri != PEERS_URI:
+            raise MCPError(INVALID_PARAMS, f"unknown resource {params.uri[:128]!r}; resources/list names them")
+        data = {"self": self.node.own_card().to_wire(), "peers": self.node.peer_list().to_wire()["peers"]}
+        return mcp_types.ReadResourceResult(contents=[mcp_types.TextResourceContents(
+            uri=PEERS_URI, mime_type="application/json", text=json.dumps(data))])
 
     def _remember(self, ctx: Any) -> None:
         """Keep the client's connection (weakly) to send it tools/list_changed later."""

@@ -98,3 +98,31 @@ async def test_demo_runs_a_mesh_and_succeeds():
     assert out.returncode == 0, text + out.stderr.decode()
     assert "5 of 5 cross-node calls succeeded" in text
     assert "sixarp" in text and '{"sum": 42}' in text
+
+
+async def test_call_tools_and_peers_through_the_mcp_endpoint(tmp_path):
+    a_cfg = write_config(tmp_path / "a", "proc-a", [ECHO], [])
+    async with node_process(a_cfg) as (_, ready_a):
+        b_cfg = write_config(tmp_path / "b", "proc-b", [ADD], ready_a["addrs"][:1])
+        b_cfg.write_text(b_cfg.read_text().replace("enabled: false", "enabled: true\n  port: 0"))
+        async with node_process(b_cfg) as (_, ready_b):
+            url = ready_b["mcpUrl"]
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp")
+            with trio.fail_after(20):
+                while True:  # A's card reaches B asynchronously: poll B's listing
+                    out = await cli("tools", "--node", url, "--json")
+                    if {t["name"] for t in json.loads(out.stdout)} == {"echo", "add"}:
+                        break
+                    await trio.sleep(0.1)
+            out = await cli("call", "--node", url, "echo", "text=42")  # lives on A, asked of B
+            assert out.returncode == 0 and out.stdout.decode().strip() == "42"
+            out = await cli("call", "--node", url, "add", "a=1", "b=2")
+            assert out.returncode == 0 and json.loads(out.stdout) == {"sum": 3}
+            out = await cli("call", "--node", url, "add", "a=x")
+            assert out.returncode == 1 and b"invalid arguments" in out.stderr
+            out = await cli("peers", "--node", url, "--json")
+            peers = json.loads(out.stdout)
+            assert peers[0]["peerId"] == ready_b["peerId"] and "add" in peers[0]["tools"]
+            assert any(p["peerId"] == ready_a["peerId"] and p["tools"] == "echo" for p in peers)
+    out = await cli("tools", "--node", "http://127.0.0.1:1/mcp", "--timeout", "3")
+    assert out.returncode == 3 and b"error:" in out.stderr
