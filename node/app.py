@@ -43,7 +43,7 @@ from protocols.errors import PeerUnreachable, PraxisError, ToolTimeout
 from protocols.messages import Card, ToolRequest, ToolResponse
 from protocols.peers import PEERS_PROTOCOL, PeerList, PeerRecord, read_peer_list, send_peer_list
 from protocols.tool import TOOL_PROTOCOL, request_tool, serve_tool_stream
-from protocols.wire import WireLimits, end_stream
+from protocols.wire import WireLimits, closing_stream
 
 log = logging.getLogger("praxis.node")
 
@@ -241,27 +241,17 @@ class Node:
     async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
         """Ask a peer for the peers it knows (the /praxis/peers/1.0.0 extension)."""
         deadline = trio.current_time() + timeout
-        stream = await self._open_stream(peer_id, PEERS_PROTOCOL, deadline)
-        ok = False
-        try:
-            peers = await read_peer_list(stream, self.limits, deadline)
-            ok = True
-            return peers
-        finally:
-            await end_stream(stream, ok=ok)
+        async with closing_stream(await self._open_stream(peer_id, PEERS_PROTOCOL, deadline)) as stream:
+            return await read_peer_list(stream, self.limits, deadline)
 
     async def _call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
         stream = await self._open_stream(peer_id, TOOL_PROTOCOL, deadline)
-        ok = False
         try:
-            # The deadline bounds the wait for the answer, not the idle timeout: tools may be slow.
-            response = await request_tool(stream, request, replace(self.limits, idle_timeout=math.inf), deadline)
-            ok = True
-            return response
+            async with closing_stream(stream):
+                # The deadline bounds the wait for the answer, not the idle timeout: tools may be slow.
+                return await request_tool(stream, request, replace(self.limits, idle_timeout=math.inf), deadline)
         except PeerUnreachable as exc:
             raise PeerUnreachable(exc.message, maybe_ran=True) from None
-        finally:
-            await end_stream(stream, ok=ok)
 
     async def _open_stream(self, peer_id: str, protocol: str, deadline: float) -> INetStream:
         assert self.host is not None
@@ -285,16 +275,17 @@ class Node:
 
     async def _serve_card_stream(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id.to_string()
-        deadline = trio.current_time() + self.limits.idle_timeout
-        ok = False
+        await self._exchange_on(stream, peer_id, trio.current_time() + self.limits.idle_timeout)
+
+    async def _exchange_on(self, stream: INetStream, peer_id: str, deadline: float) -> None:
+        """One card exchange on an open stream (either side); stores the peer's card."""
         try:
-            card = await exchange_cards(stream, self.own_card(), peer_id, self.limits, deadline)
-            ok = True
-            self._store_card(card)
+            async with closing_stream(stream):
+                card = await exchange_cards(stream, self.own_card(), peer_id, self.limits, deadline)
         except PraxisError as exc:
             _log_card_failure(peer_id, exc)
-        finally:
-            await end_stream(stream, ok=ok)
+            return
+        self._store_card(card)
 
     def request_card_exchange(self, peer_id: str) -> None:
         """Exchange cards with a peer soon; at most one exchange per peer at a time."""
@@ -323,15 +314,7 @@ class Node:
         except PraxisError as exc:
             log.info("no card exchange with %s: %s", peer_id, exc.message)
             return
-        ok = False
-        try:
-            card = await exchange_cards(stream, self.own_card(), peer_id, self.limits, deadline)
-            ok = True
-            self._store_card(card)
-        except PraxisError as exc:
-            _log_card_failure(peer_id, exc)
-        finally:
-            await end_stream(stream, ok=ok)
+        await self._exchange_on(stream, peer_id, deadline)
 
     def _store_card(self, card: Card) -> None:
         if not self._is_connected(card.peer_id):
@@ -347,14 +330,11 @@ class Node:
 
     async def _serve_peers_stream(self, stream: INetStream) -> None:
         deadline = trio.current_time() + self.limits.idle_timeout
-        ok = False
         try:
-            await send_peer_list(stream, self.peer_list(), self.limits, deadline)
-            ok = True
+            async with closing_stream(stream):
+                await send_peer_list(stream, self.peer_list(), self.limits, deadline)
         except PraxisError as exc:
             log.info("peer list not sent: %s", exc.message)
-        finally:
-            await end_stream(stream, ok=ok)
 
     async def _discover_through(self, peer_id: str) -> None:
         """Ask a new peer whom it knows, and dial those we are not connected to yet."""

@@ -20,6 +20,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -50,6 +51,15 @@ SSE_IDLE_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 3.0
 
 ToolsChangedCallback = Callable[["McpServerParams"], None]
+
+
+def resolve_stdio_paths(command: str | None, cwd: str | None, base_dir: Path | None) -> tuple[str | None, str | None]:
+    """A relative command path (./server.py) and cwd resolve against the config file's folder."""
+    if command is None or base_dir is None:
+        return command, cwd
+    if "/" in command and not Path(command).is_absolute():
+        command = str(base_dir / command)
+    return command, str(base_dir / cwd) if cwd else str(base_dir)
 
 
 @dataclass(frozen=True)

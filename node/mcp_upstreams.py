@@ -23,7 +23,7 @@ import mcp_types
 import trio
 
 from node.config import McpServerEntry
-from node.mcp_clients import McpClientPool, McpServerParams
+from node.mcp_clients import McpClientPool, McpServerParams, resolve_stdio_paths
 from node.signals import ChangeSignal
 from protocols.errors import EngineUnavailable, PraxisError, ToolNotFound
 from protocols.messages import ToolParameter, ToolResult, ToolSpec
@@ -83,12 +83,7 @@ class UpstreamTool:
 
 def server_params(entry: McpServerEntry, base_dir: Path | None = None) -> McpServerParams:
     """Validate one `mcp.servers` entry; raises ValueError naming the server."""
-    command = entry.command
-    cwd = entry.cwd
-    if command is not None and base_dir is not None:
-        if "/" in command and not Path(command).is_absolute():
-            command = str(base_dir / command)
-        cwd = str(base_dir / cwd) if cwd else str(base_dir)
+    command, cwd = resolve_stdio_paths(entry.command, entry.cwd, base_dir)
     try:
         return McpServerParams.build(
             entry.name, address=entry.address, transport=entry.transport, command=command,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -64,6 +66,17 @@ async def end_stream(stream: Any, *, ok: bool) -> None:
                 await stream.reset()
             except Exception:
                 return
+
+
+@asynccontextmanager
+async def closing_stream(stream: Any) -> AsyncIterator[Any]:
+    """Close the stream after the block; reset it when the block raised."""
+    ok = False
+    try:
+        yield stream
+        ok = True
+    finally:
+        await end_stream(stream, ok=ok)
 
 
 def remaining(deadline: float) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 from node.config import ToolContract
 from node.engines.base import ContractError, ToolResult
-from node.mcp_clients import McpClientPool, McpServerParams
+from node.mcp_clients import McpClientPool, McpServerParams, resolve_stdio_paths
 
 _SPEC_KEYS = {"address", "command", "args", "env", "cwd", "transport", "headers", "tool"}
 
@@ -50,13 +50,7 @@ def server_params(contract: ToolContract, base_dir: Path | None = None) -> McpSe
     args = spec.get("args") or []
     if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
         raise ContractError(f"tool {contract.name!r}: engineSpec.args must be a list of strings")
-    command = spec.get("command")
-    cwd = spec.get("cwd")
-    if command is not None and base_dir is not None:
-        # A relative command path (./server.py) is relative to the config file's folder.
-        if "/" in command and not Path(command).is_absolute():
-            command = str(base_dir / command)
-        cwd = str(base_dir / cwd) if cwd else str(base_dir)
+    command, cwd = resolve_stdio_paths(spec.get("command"), spec.get("cwd"), base_dir)
     try:
         return McpServerParams.build(
             contract.name,
