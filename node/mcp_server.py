@@ -217,7 +217,7 @@ class MeshMcpEndpoint:
         try:
             routed = await self.node.call(mesh_name, arguments)
         except PraxisError as exc:
-            log.info("MCP call %s failed: %s", mesh_name, exc.message)
+            log.info("MCP call %s failed: %s", mesh_name, exc.log_text())
             return _error_result(exc.message)
         return to_call_result(routed.result)
 

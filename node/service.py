@@ -78,7 +78,7 @@ class ToolService:
         except PraxisError as exc:
             log.info(
                 "call %s from %s refused or failed in %.0f ms: %s",
-                request.name, peer_id, (trio.current_time() - started) * 1000, exc.message,
+                request.name, peer_id, (trio.current_time() - started) * 1000, exc.log_text(),
             )
             return ToolResponse.failure(request.id, exc.code, exc.message)
         log.debug("call %s from %s served in %.1f ms", request.name, peer_id,

@@ -17,6 +17,10 @@ class PraxisError(Exception):
         super().__init__(message)
         self.message = message
 
+    def log_text(self) -> str:
+        """What a log line may say of this error: the message, unless it carries tool output."""
+        return self.message
+
 
 class InvalidRequest(PraxisError):
     """A frame that is not a valid request: bad JSON, wrong shape, bad UTF-8."""
@@ -45,6 +49,11 @@ class ToolExecutionError(PraxisError):
         super().__init__(message)
         self.exit_code = exit_code
         self.stderr = stderr
+
+    def log_text(self) -> str:
+        # The message quotes the tool's own output, which may echo argument values: keep it
+        # for the caller, out of the node's log.
+        return "the tool failed" + (f" with exit code {self.exit_code}" if self.exit_code is not None else "")
 
 
 class ToolTimeout(PraxisError):

@@ -11,6 +11,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.app import Node
 from node.config import NodeConfig, parse_config
+from node.router import Router
 from node.signals import ChangeSignal
 
 
@@ -71,5 +72,7 @@ async def start_mesh(stack: AsyncExitStack, tools_per_node: list[list[dict[str, 
 
 async def wait_all_know(nodes: list[Node], names: set[str], timeout: float = 10.0) -> None:
     for node in nodes:
-        router = node.router
-        await wait_until(lambda: names <= set(router.tools()), node.directory.changed, timeout)
+        def knows_all(router: Router = node.router) -> bool:
+            return names <= set(router.tools())
+
+        await wait_until(knows_all, node.directory.changed, timeout)

@@ -88,3 +88,20 @@ async def test_hop_count_bounds_forwarding():
             await stream.write(frame({"id": "h2", "name": "elsewhere", "arguments": {}, "hops": 3}))
             response = await read_json(stream)
             assert "may not be forwarded further" in response["error"]["message"]
+
+
+async def test_tool_output_in_errors_reaches_the_caller_but_not_the_log(caplog):
+    caplog.set_level(logging.INFO)
+    async with AsyncExitStack() as stack:
+        boom = py_tool("boom", "fail", [{"name": "message", "type": "string"}])
+        provider = make_node(node_config("provider", [boom]))
+        await stack.enter_async_context(provider.running())
+        caller = make_node(node_config("caller", bootstrap=provider.addrs[:1]))
+        await stack.enter_async_context(caller.running())
+        await wait_all_know([caller], {"boom"})
+        from protocols.errors import ToolExecutionError
+
+        with pytest.raises(ToolExecutionError, match=SECRET_ARG):  # the caller sees the tool's message
+            await caller.call("boom", {"message": SECRET_ARG})
+    assert "boom" in caplog.text and "the tool failed" in caplog.text
+    assert SECRET_ARG not in caplog.text
