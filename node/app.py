@@ -402,6 +402,7 @@ class Node:
 
     def _on_connected(self, peer: ID) -> None:
         self.connections.bump()
+        self.directory.record_connected(peer.to_string())
         self.request_card_exchange(peer.to_string())
 
     def _on_disconnected(self, network: INetwork, conn: INetConn) -> None:

@@ -11,6 +11,7 @@ from node.signals import ChangeSignal
 from protocols.messages import Card, ToolSpec
 
 LATENCY_SMOOTHING = 0.3  # weight of the newest sample in the moving average
+LATENCY_TTL_SECONDS = 10.0  # an estimate this old is forgotten, so an idle provider gets tried again
 FAILURE_PENALTY_SECONDS = 5.0  # how long a provider that could not be reached is avoided
 
 
@@ -19,13 +20,15 @@ class ProviderHealth:
     """What the router knows of a peer as a provider: recent latency, load, failures."""
 
     latency: float | None = None  # smoothed seconds per call
+    sampled_at: float = -math.inf
     in_flight: int = 0
     failed_at: float = -math.inf
 
     def score(self, now: float) -> tuple[int, float, float]:
         """Lower is better: recently failed last, then fewer calls in flight, then faster."""
         recently_failed = 1 if now - self.failed_at < FAILURE_PENALTY_SECONDS else 0
-        latency = self.latency if self.latency is not None else 0.0
+        fresh = self.latency is not None and now - self.sampled_at < LATENCY_TTL_SECONDS
+        latency = self.latency if fresh and self.latency is not None else 0.0
         return (recently_failed, self.in_flight * max(latency, 0.001), latency)
 
 
@@ -51,6 +54,9 @@ class PeerDirectory:
         if old is not None and card.timestamp < old.card.timestamp:
             return False  # an older card that arrived late
         tools = {spec.name: spec for spec in card.tools}
+        if old is None:
+            # A peer that (re)joins has just proven itself reachable: forget its old failures.
+            self._health.pop(card.peer_id, None)
         self._peers[card.peer_id] = PeerEntry(card.peer_id, card, trio.current_time(), tools)
         changed = old is None or old.tools != tools or old.card.name != card.name
         if changed:
@@ -91,9 +97,19 @@ class PeerDirectory:
 
     def record_success(self, peer_id: str, seconds: float) -> None:
         h = self.health(peer_id)
-        h.latency = seconds if h.latency is None else (
+        now = trio.current_time()
+        stale = h.latency is None or now - h.sampled_at >= LATENCY_TTL_SECONDS
+        h.latency = seconds if stale or h.latency is None else (
             LATENCY_SMOOTHING * seconds + (1 - LATENCY_SMOOTHING) * h.latency
         )
+        h.sampled_at = now
+
+    def record_connected(self, peer_id: str) -> None:
+        """A new connection proves the peer reachable again: lift its failure penalty."""
+        health = self._health.get(peer_id)
+        if health is not None:
+            health.failed_at = -math.inf
 
     def record_unreachable(self, peer_id: str) -> None:
-        self.health(peer_id).failed_at = trio.current_time()
+        if peer_id in self._peers:  # a peer already gone keeps no health record
+            self.health(peer_id).failed_at = trio.current_time()

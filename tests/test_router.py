@@ -124,3 +124,28 @@ async def test_older_card_does_not_replace_a_newer_one():
     assert directory.update(new) is True
     assert directory.update(old) is False
     assert directory.tool_names() == {"b"}
+
+
+async def test_a_rejoining_peer_starts_with_a_clean_record():
+    directory = PeerDirectory()
+    directory.update(card("p1", "t"))
+    directory.update(card("p2", "t"))
+    directory.record_success("p2", 0.010)
+    directory.record_unreachable("p1")
+    assert directory.providers("t") == ["p2", "p1"]
+    directory.remove("p1")
+    directory.record_unreachable("p1")  # a late failure of a call to the gone peer
+    directory.update(card("p1", "t"))  # p1 comes back
+    assert directory.providers("t") == ["p1", "p2"]  # no penalty, no latency yet
+
+
+async def test_an_old_latency_estimate_is_forgotten(autojump_clock):
+    directory = PeerDirectory()
+    directory.update(card("slow", "t"))
+    directory.update(card("fast", "t"))
+    directory.record_success("slow", 0.200)
+    directory.record_success("fast", 0.005)
+    assert directory.providers("t") == ["fast", "slow"]
+    await trio.sleep(11)  # autojump clock: no real waiting; "fast" keeps being used meanwhile
+    directory.record_success("fast", 0.005)
+    assert directory.providers("t") == ["slow", "fast"]  # the idle provider gets tried again

@@ -98,14 +98,10 @@ async def test_kill_and_restart_a_provider_under_load(tmp_path: Path, figures):
                     nursery.start_soon(caller_task)
             elapsed = trio.current_time() - started
 
-            # The restarted provider rejoins and serves again.
+            # The restarted provider rejoined: every caller lists it again.
             for node in callers:
                 await wait_until(lambda n=node: ready_a["peerId"] in n.directory.providers("work"),
                                  node.directory.changed, 20)
-            served_after_restart = 0
-            for i in range(20):
-                routed = await callers[i % 3].call("work", {"token": f"after-{i}"})
-                served_after_restart += routed.provider == ready_a["peerId"]
         finally:
             await stop_process(proc_a)
             await stop_process(proc_b)
@@ -113,10 +109,12 @@ async def test_kill_and_restart_a_provider_under_load(tmp_path: Path, figures):
     kinds = Counter(kind for kind, _ in outcomes.values())
     ran = Counter(line for path in logs.values() if path.exists() for line in path.read_text().split())
     duplicated = [t for t, n in ran.items() if n > 1]
+    # Calls the restarted provider ran (its second incarnation writes to its own file).
+    served_after_restart = len(logs["a2"].read_text().split()) if logs["a2"].exists() else 0
     figures(f"faults/load: {TOTAL_CALLS} calls, {CALLERS} callers, {elapsed:.1f} s "
             f"({TOTAL_CALLS / elapsed:.0f} calls/s); succeeded {kinds['ok']}, failed over {kinds['over']}, "
             f"failed with error {kinds['error']}, lost {kinds['lost']}, duplicated {len(duplicated)}; "
-            f"restarted provider served {served_after_restart}/20 calls after rejoining")
+            f"the restarted provider rejoined and served {served_after_restart} of the calls")
     assert len(outcomes) == TOTAL_CALLS and set(answers.values()) == {1}  # each call answered exactly once
     assert kinds["lost"] == 0 and not duplicated
     assert kinds["ok"] + kinds["over"] + kinds["error"] == TOTAL_CALLS
