@@ -250,7 +250,9 @@ class DaggerEngine:
             self._conn, self._client = None, None
         if conn is None:
             return
-        with trio.move_on_after(CLOSE_TIMEOUT) as scope, trio.CancelScope(shield=True):
+        # Shield the close from an outer cancellation, but not from its own time limit.
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
             try:
                 await conn.close()
             except (dagger.DaggerError, OSError) as exc:
