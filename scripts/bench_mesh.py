@@ -1,7 +1,8 @@
 """Benchmarks of the mesh on 127.0.0.1 (figures, not a test). Run through `scripts/bench`.
 
 (a) baseline: bare py-libp2p request/response between two hosts, a new stream per call,
-    the same newline framing; (b) a praxis-node remote call of a no-op `python` tool;
+    the same newline framing; (b) a praxis-node remote call of a no-op `python` tool, (a) and
+    (b) measured in alternating batches so that both see the same machine load;
 (c) calls per second between two nodes with 32 concurrent callers; (d) how long a 10-node
 mesh takes until every node knows every tool.
 """
@@ -41,7 +42,11 @@ async def read_line(stream) -> bytes:  # type: ignore[no-untyped-def]
     return buf
 
 
-async def baseline(calls: int) -> list[float]:
+BATCH = 20  # calls per batch; baseline and node batches alternate so both see the same machine
+
+
+async def latency_pair(calls: int, concurrency: int, concurrent_calls: int) -> tuple[list[float], list[float], float]:
+    """(a) and (b), measured in alternating batches, then (b) with concurrent callers."""
     server = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
     client = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
 
@@ -54,32 +59,34 @@ async def baseline(calls: int) -> list[float]:
 
     server.set_stream_handler(BASELINE_PROTOCOL, handler)
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
-    samples = []
-    async with server.run(listen), client.run(listen):
+    base: list[float] = []
+    node: list[float] = []
+    async with server.run(listen), client.run(listen), AsyncExitStack() as stack:
         info = parse_peer_addr(f"{server.get_addrs()[0]}")
         await client.connect(info)
-        for i in range(calls + 20):
-            t0 = trio.current_time()
+        caller, _ = await start_mesh(stack, [[], [py_tool("noop", "noop")]])
+        await wait_all_know([caller], {"noop"})
+
+        async def bare_call() -> None:
             stream = await client.new_stream(info.peer_id, [BASELINE_PROTOCOL])
             await stream.write(b'{"id":"1","name":"noop","arguments":{},"timestamp":1}\n')
             await read_line(stream)
             await stream.close()
-            if i >= 20:  # warm-up excluded
-                samples.append(trio.current_time() - t0)
-        await client.disconnect(info.peer_id)
-    return samples
 
-
-async def node_calls(calls: int, concurrency: int, concurrent_calls: int) -> tuple[list[float], float]:
-    async with AsyncExitStack() as stack:
-        caller, provider = await start_mesh(stack, [[], [py_tool("noop", "noop")]])
-        await wait_all_know([caller], {"noop"})
-        samples = []
-        for i in range(calls + 20):
-            t0 = trio.current_time()
+        async def node_call() -> None:
             await caller.call("noop", {})
-            if i >= 20:
-                samples.append(trio.current_time() - t0)
+
+        for warm_up in (bare_call, node_call):
+            for _ in range(BATCH):
+                await warm_up()
+        for _ in range(max(1, calls // BATCH)):
+            for call, samples in ((bare_call, base), (node_call, node)):
+                for _ in range(BATCH):
+                    t0 = trio.current_time()
+                    await call()
+                    samples.append(trio.current_time() - t0)
+        await client.disconnect(info.peer_id)
+
         per_worker = concurrent_calls // concurrency
 
         async def worker() -> None:
@@ -91,7 +98,7 @@ async def node_calls(calls: int, concurrency: int, concurrent_calls: int) -> tup
             for _ in range(concurrency):
                 nursery.start_soon(worker)
         rate = per_worker * concurrency / (trio.current_time() - t0)
-    return samples, rate
+    return base, node, rate
 
 
 async def throughput_across_processes(concurrency: int, total: int, workdir: Path) -> float:
@@ -160,8 +167,7 @@ async def convergence(count: int) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    a = await baseline(args.calls)
-    b, rate = await node_calls(args.calls, 32, args.concurrent_calls)
+    a, b, rate = await latency_pair(args.calls, 32, args.concurrent_calls)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
