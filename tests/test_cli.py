@@ -126,3 +126,14 @@ async def test_call_tools_and_peers_through_the_mcp_endpoint(tmp_path):
             assert any(p["peerId"] == ready_a["peerId"] and p["tools"] == "echo" for p in peers)
     out = await cli("tools", "--node", "http://127.0.0.1:1/mcp", "--timeout", "3")
     assert out.returncode == 3 and b"error:" in out.stderr
+
+
+async def test_run_stops_cleanly_on_ctrl_c(tmp_path):
+    cfg = write_config(tmp_path / "a", "proc-a", [ECHO], [])
+    async with node_process(cfg) as (proc, ready):
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            await proc.wait()
+        assert proc.returncode == 0
+    log = (tmp_path / "a" / "node.log").read_text()
+    assert "received SIGINT; stopping" in log and "Traceback" not in log

@@ -103,11 +103,13 @@ async def start_everything(mode: str, port: int | None = None) -> RunningServer:
         [node_bin(), "--require", str(LOOPBACK_PRELOAD), str(require(EVERYTHING_JS)), mode],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    ready = False
     try:
         await wait_for_port(port, process)
-    except BaseException:
-        process.kill()
-        raise
+        ready = True
+    finally:
+        if not ready:  # do not leave a half-started server behind
+            process.kill()
     path = "/mcp" if mode == "streamableHttp" else "/sse"
     return RunningServer(process, port, f"http://127.0.0.1:{port}{path}")
 
