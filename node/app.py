@@ -18,10 +18,10 @@ import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from node.config import ConfigError, NodeConfig, ToolContract
+from node.dialer import Dialer, is_connected, parse_bootstrap
 from node.engines.base import ExecutionEngine
 from node.engines.lazy import LazyEngine
 from node.engines.process import ProcessEngine
@@ -123,6 +123,7 @@ class Node:
         self.connections = ChangeSignal()  # bumped on every connect and disconnect
         self.own_card_changed = ChangeSignal()
         self.host: IHost | None = None
+        self.dialer: Dialer | None = None
         self._nursery: trio.Nursery | None = None
         self._exchanging: set[str] = set()
         self._exchange_again: set[str] = set()
@@ -179,12 +180,14 @@ class Node:
         try:
             async with host.run([listen_multiaddr(self.config.p2p)]), trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.dialer = Dialer(host, self.connections, self.config.limits.connect_timeout_seconds,
+                                     self.config.p2p.dial_backoff_max_seconds)
                 for info in bootstrap:
-                    nursery.start_soon(self._keep_connected, info)
+                    nursery.start_soon(self.dialer.keep_connected, info)
                 nursery.start_soon(self._refresh_cards_periodically)
                 nursery.start_soon(self._push_card_on_change)
                 if self.config.p2p.enable_mdns:
-                    await nursery.start(MdnsBridge(self.peer_id, self._dial_discovered).run)
+                    await nursery.start(MdnsBridge(self.peer_id, self.dialer.dial).run)
                 await nursery.start(self.mcp_pool.run)
                 if isinstance(self.upstreams, McpUpstreams):
                     await nursery.start(self.upstreams.run)
@@ -352,8 +355,8 @@ class Node:
                 except ValueError:
                     continue
                 if info.peer_id.to_string() == record.peer_id:
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._dial_discovered, info)
+                    assert self._nursery is not None and self.dialer is not None
+                    self._nursery.start_soon(self.dialer.dial, info)
                     break
 
     def add_tool(self, contract: ToolContract) -> None:
@@ -396,9 +399,7 @@ class Node:
     # ----- connections ------------------------------------------------------------
 
     def _is_connected(self, peer_id: str) -> bool:
-        if self.host is None:
-            return False
-        return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+        return is_connected(self.host, peer_id)
 
     def _on_connected(self, peer: ID) -> None:
         self.connections.bump()
@@ -412,53 +413,11 @@ class Node:
         if not remaining and self.directory.remove(peer.to_string()):
             log.info("peer %s disconnected; its tools are gone", peer.to_string())
 
-    async def _keep_connected(self, info: PeerInfo) -> None:
-        """Dial a bootstrap peer until connected, and again whenever the connection drops."""
-        assert self.host is not None
-        backoff = INITIAL_BACKOFF
-        target = info.peer_id.to_string()
-        while True:
-            version = self.connections.version
-            if self._is_connected(target):
-                backoff = INITIAL_BACKOFF
-                await self.connections.wait_past(version)
-                continue
-            try:
-                with trio.fail_after(self.config.limits.connect_timeout_seconds):
-                    await self.host.connect(info)
-                log.info("connected to bootstrap peer %s", target)
-                continue
-            except (trio.TooSlowError, Exception) as exc:
-                log.info("bootstrap peer %s unreachable (%s); retrying in %.1f s", target,
-                         type(exc).__name__, backoff)
-            await trio.sleep(backoff)  # backoff between dials, not a race workaround
-            backoff = min(backoff * 2, self.config.p2p.dial_backoff_max_seconds)
-
-    async def _dial_discovered(self, info: PeerInfo) -> None:
-        assert self.host is not None
-        if self._is_connected(info.peer_id.to_string()):
-            return
-        try:
-            with trio.fail_after(self.config.limits.connect_timeout_seconds):
-                await self.host.connect(info)
-        except (trio.TooSlowError, Exception) as exc:
-            log.info("discovered peer %s unreachable: %s", info.peer_id, type(exc).__name__)
-
-
-INITIAL_BACKOFF = 0.2
-
 
 def _log_card_failure(peer_id: str, exc: PraxisError) -> None:
     # A refused (lying or malformed) card is worth a warning; a peer leaving mid-exchange is not.
     level = logging.INFO if isinstance(exc, PeerUnreachable | ToolTimeout) else logging.WARNING
     log.log(level, "card exchange with %s failed: %s", peer_id, exc.message)
-
-
-def parse_bootstrap(text: str) -> PeerInfo:
-    try:
-        return parse_peer_addr(text)
-    except ValueError as exc:
-        raise ConfigError(f"p2p.bootstrap_nodes: {exc}") from None
 
 
 def default_engines(config: NodeConfig) -> dict[str, ExecutionEngine]:

@@ -182,7 +182,3 @@ class Router:
         if response.error is not None:
             raise error_from_code(response.error.code, response.error.message)
         return response.result
-
-
-def error_result(exc: PraxisError) -> ToolResult:
-    return ToolResult.text(exc.message, is_error=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,7 +76,3 @@ async def closing_stream(stream: Any) -> AsyncIterator[Any]:
         ok = True
     finally:
         await end_stream(stream, ok=ok)
-
-
-def remaining(deadline: float) -> float:
-    return math.inf if math.isinf(deadline) else max(0.0, deadline - trio.current_time())
