@@ -40,7 +40,7 @@ from node.service import ToolService
 from node.signals import ChangeSignal
 from protocols.card import CARD_PROTOCOL, exchange_cards
 from protocols.errors import PeerUnreachable, PraxisError, ToolTimeout
-from protocols.messages import Card, ToolRequest, ToolResponse
+from protocols.messages import Card, ToolRequest, ToolResponse, ToolSpec
 from protocols.peers import PEERS_PROTOCOL, PeerList, PeerRecord, read_peer_list, send_peer_list
 from protocols.tool import TOOL_PROTOCOL, request_tool, serve_tool_stream
 from protocols.wire import WireLimits, closing_stream
@@ -48,7 +48,8 @@ from protocols.wire import WireLimits, closing_stream
 log = logging.getLogger("praxis.node")
 
 CAPABILITIES = ["tools", "mcp"]
-ENGINE_CLOSE_TIMEOUT = 5.0
+MAX_DIALS_PER_PEER_LIST = 32
+STOP_TIMEOUT = 5.0  # for closing connections, then engines, when the node stops
 
 
 class _ConnectionEvents(INotifee):
@@ -89,6 +90,7 @@ class Node:
     ) -> None:
         self.config = config
         self.key_pair = key_pair or load_or_create_identity(config.resolve_path(config.p2p.key_file))
+        self.peer_id = ID.from_pubkey(self.key_pair.public_key).to_string()
         self.engines: dict[str, ExecutionEngine] = engines if engines is not None else default_engines(config)
         self.limits = WireLimits(
             max_frame_bytes=config.limits.max_frame_bytes,
@@ -131,10 +133,6 @@ class Node:
     # ----- identity and addresses -------------------------------------------------
 
     @property
-    def peer_id(self) -> str:
-        return ID.from_pubkey(self.key_pair.public_key).to_string()
-
-    @property
     def addrs(self) -> list[str]:
         return full_addrs(self.host) if self.host is not None else []
 
@@ -144,7 +142,7 @@ class Node:
             version=self.config.agent.version,
             peer_id=self.peer_id,
             capabilities=list(CAPABILITIES),
-            tools=self.local.specs() + self._shared_upstream_specs(),
+            tools=self.local.specs() + self._shared_specs(),
             addrs=self.addrs,
         )
 
@@ -155,14 +153,13 @@ class Node:
             for e in self.directory.peers()
         ])
 
-    def _shared_upstream_specs(self) -> list[Any]:
-        shared = getattr(self.upstreams, "shared_tools", None)
-        return list(shared().values()) if callable(shared) else []
+    def _shared_specs(self) -> list[ToolSpec]:
+        return list(self.upstreams.shared_tools().values()) if self.upstreams is not None else []
 
     def connected_peers(self) -> list[str]:
         assert self.host is not None
-        return sorted(p.to_string() for p in self.host.get_network().connections if
-                      self.host.get_network().get_connections(p))
+        network = self.host.get_network()
+        return sorted(p.to_string() for p in network.connections if network.get_connections(p))
 
     # ----- lifetime ----------------------------------------------------------------
 
@@ -204,7 +201,7 @@ class Node:
         finally:
             self._nursery = None
             self.host = None
-            with trio.move_on_after(ENGINE_CLOSE_TIMEOUT) as scope:
+            with trio.move_on_after(STOP_TIMEOUT) as scope:
                 scope.shield = True
                 for engine in self.engines.values():
                     await engine.aclose()
@@ -212,7 +209,7 @@ class Node:
     async def _disconnect_all(self) -> None:
         """Close every connection so peers notice at once (leaving host.run() does not)."""
         assert self.host is not None
-        with trio.move_on_after(ENGINE_CLOSE_TIMEOUT) as scope:
+        with trio.move_on_after(STOP_TIMEOUT) as scope:
             scope.shield = True
             for peer in list(self.host.get_network().connections):
                 try:
@@ -226,20 +223,22 @@ class Node:
         self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float | None = None
     ) -> Routed:
         """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served."""
-        budget = timeout if timeout is not None else self.config.limits.call_timeout_seconds
-        deadline = trio.current_time() + budget
-        return await self.router.call(name, dict(arguments or {}), deadline=deadline,
+        return await self.router.call(name, dict(arguments or {}), deadline=self._deadline(timeout),
                                       trace_id=uuid.uuid4().hex)
 
     async def request_peer(
         self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
     ) -> ToolResponse:
         """Send a call to one given peer (which serves it or forwards it), bypassing the router."""
-        budget = timeout if timeout is not None else self.config.limits.call_timeout_seconds
-        deadline = trio.current_time() + budget
+        deadline = self._deadline(timeout)
         request = ToolRequest(id=uuid.uuid4().hex, name=name, arguments=arguments, hops=1,
-                              deadline_ms=max(1, int(budget * 1000)), trace_id=uuid.uuid4().hex)
+                              deadline_ms=max(1, int((deadline - trio.current_time()) * 1000)),
+                              trace_id=uuid.uuid4().hex)
         return await self._call_peer(peer_id, request, deadline)
+
+    def _deadline(self, timeout: float | None) -> float:
+        """An absolute deadline: `timeout` seconds from now, or the configured call timeout."""
+        return trio.current_time() + (timeout if timeout is not None else self.config.limits.call_timeout_seconds)
 
     async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
         """Ask a peer for the peers it knows (the /praxis/peers/1.0.0 extension)."""
@@ -340,15 +339,18 @@ class Node:
             log.info("peer list not sent: %s", exc.message)
 
     async def _discover_through(self, peer_id: str) -> None:
-        """Ask a new peer whom it knows, and dial those we are not connected to yet."""
+        """Ask a new peer whom it knows, and dial those we are not connected to yet.
+
+        A peer list is the peer's word, not proven: a dial only succeeds where Noise proves the
+        listed peer ID, and one list makes at most MAX_DIALS_PER_PEER_LIST dials.
+        """
         try:
             peers = await self.fetch_peer_list(peer_id, timeout=self.limits.idle_timeout)
         except PraxisError as exc:  # e.g. a Go node without the extension: cards still work
             log.debug("no peer list from %s: %s", peer_id, exc.message)
             return
-        for record in peers.peers:
-            if record.peer_id == self.peer_id or self._is_connected(record.peer_id):
-                continue
+        new = [r for r in peers.peers if r.peer_id != self.peer_id and not self._is_connected(r.peer_id)]
+        for record in new[:MAX_DIALS_PER_PEER_LIST]:
             for addr in record.addrs:
                 try:
                     info = parse_peer_addr(addr)
@@ -377,8 +379,7 @@ class Node:
         seen = self.own_card_changed.version
         while True:
             seen = await self.own_card_changed.wait_past(seen)
-            for peer_id in self.connected_peers():
-                self.request_card_exchange(peer_id)
+            self._exchange_with_all()
 
     async def _advertise_shared_upstreams(self, upstreams: McpUpstreams) -> None:
         """Push a fresh card when the tools of `share: true` MCP servers change."""
@@ -393,8 +394,11 @@ class Node:
     async def _refresh_cards_periodically(self) -> None:
         while True:
             await trio.sleep(self.config.p2p.card_refresh_seconds)
-            for peer_id in self.connected_peers():
-                self.request_card_exchange(peer_id)
+            self._exchange_with_all()
+
+    def _exchange_with_all(self) -> None:
+        for peer_id in self.connected_peers():
+            self.request_card_exchange(peer_id)
 
     # ----- connections ------------------------------------------------------------
 

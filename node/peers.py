@@ -54,9 +54,8 @@ class PeerDirectory:
         if old is not None and card.timestamp < old.card.timestamp:
             return False  # an older card that arrived late
         tools = {spec.name: spec for spec in card.tools}
-        if old is None:
-            # A peer that (re)joins has just proven itself reachable: forget its old failures.
-            self._health.pop(card.peer_id, None)
+        if old is None:  # a peer that (re)joins starts with a clean record
+            self._health[card.peer_id] = ProviderHealth()
         self._peers[card.peer_id] = PeerEntry(card.peer_id, card, trio.current_time(), tools)
         changed = old is None or old.tools != tools or old.card.name != card.name
         if changed:
@@ -93,7 +92,9 @@ class PeerDirectory:
         return None
 
     def health(self, peer_id: str) -> ProviderHealth:
-        return self._health.setdefault(peer_id, ProviderHealth())
+        """The peer's record; a peer not in the directory gets a detached one (nothing is kept)."""
+        health = self._health.get(peer_id)
+        return health if health is not None else ProviderHealth()
 
     def record_success(self, peer_id: str, seconds: float) -> None:
         h = self.health(peer_id)
@@ -106,10 +107,7 @@ class PeerDirectory:
 
     def record_connected(self, peer_id: str) -> None:
         """A new connection proves the peer reachable again: lift its failure penalty."""
-        health = self._health.get(peer_id)
-        if health is not None:
-            health.failed_at = -math.inf
+        self.health(peer_id).failed_at = -math.inf
 
     def record_unreachable(self, peer_id: str) -> None:
-        if peer_id in self._peers:  # a peer already gone keeps no health record
-            self.health(peer_id).failed_at = trio.current_time()
+        self.health(peer_id).failed_at = trio.current_time()

@@ -44,6 +44,10 @@ class UpstreamTools(Protocol):
 
     def tools(self) -> Mapping[str, tuple[str, ToolSpec]]: ...
 
+    def shared_tools(self) -> Mapping[str, ToolSpec]:
+        """The subset peers may reach through this node (advertised in its card)."""
+        ...
+
     async def call(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult: ...
 
 

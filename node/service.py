@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import trio
@@ -62,12 +62,12 @@ class ToolService:
         config: NodeConfig,
         local: LocalTools,
         router: Router,
-        shared_upstreams: UpstreamTools | None = None,
+        upstreams: UpstreamTools | None = None,
     ) -> None:
         self.config = config
         self.local = local
         self.router = router
-        self.shared_upstreams = shared_upstreams
+        self.upstreams = upstreams
         limits = config.limits
         self.in_flight = InFlightLimits(limits.max_inflight_per_peer, limits.max_inflight_total)
 
@@ -104,9 +104,9 @@ class ToolService:
                 raise NotAllowed(f"peer {peer_id} is not allowed to call tool {request.name!r}")
             with self.in_flight.slot(peer_id):
                 return await self.local.run(request.name, arguments, deadline)
-        if self.shared_upstreams is not None and request.name in _shared(self.shared_upstreams):
+        if self.upstreams is not None and request.name in self.upstreams.shared_tools():
             with self.in_flight.slot(peer_id):
-                return await self.shared_upstreams.call(request.name, arguments, deadline)
+                return await self.upstreams.call(request.name, arguments, deadline)
         if request.hops >= limits.max_hops:
             raise ToolNotFound(
                 f"this node has no tool {request.name!r} and the call may not be forwarded further"
@@ -118,8 +118,3 @@ class ToolService:
             )
         return routed.result
 
-
-def _shared(upstreams: UpstreamTools) -> Collection[str]:
-    """Names of forwarded MCP tools peers may call: only those of `share: true` servers."""
-    shared = getattr(upstreams, "shared_tools", None)
-    return shared() if callable(shared) else upstreams.tools()
