@@ -15,6 +15,8 @@ import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 
 from node.config import P2PSection
 from node.host import build_host, parse_peer_addr
@@ -67,6 +69,6 @@ async def stream_ends(stream: INetStream, timeout: float) -> bool:
             while True:
                 if not await stream.read(65536):
                     return True
-        except Exception:  # StreamEOF / StreamReset: the node ended the stream, as wanted
+        except (StreamError, MuxedStreamError):  # EOF or reset: the node ended the stream, as wanted
             return True
     return False
