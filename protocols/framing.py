@@ -171,7 +171,7 @@ class FramedStream:
                 self.decoder.feed(chunk)
                 continue
             if wait_until >= deadline:
-                raise ToolTimeout("deadline passed while waiting for the peer's answer")
+                raise ToolTimeout("the peer's frame did not arrive before the deadline")
             raise ToolTimeout(f"peer sent nothing for {self.idle_timeout:g} s (idle timeout)")
 
     async def read_json(self, deadline: float = math.inf) -> Any:

@@ -50,7 +50,9 @@ async def serve_tool_stream(
     try:
         raw: Any = None
         try:
-            raw = await framed.read_json()
+            # The whole request within the idle time: a peer dripping a byte at a time cannot
+            # hold a stream open past it.
+            raw = await framed.read_json(trio.current_time() + limits.idle_timeout)
             request = parse_model(ToolRequest, raw, "tool request")
         except (InvalidRequest, TooLarge) as exc:
             log.warning("bad tool request from %s: %s", remote_peer_id, exc.message)

@@ -3,6 +3,8 @@
 from contextlib import AsyncExitStack
 
 import trio
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, running
 from tests.raw_peer import frame, open_stream, raw_host, read_json, stream_ends
@@ -114,3 +116,22 @@ async def test_every_call_has_a_deadline():
         with trio.fail_after(5):
             resp = await read_json(stream)
         assert resp["error"]["code"] == -32001 and "deadline" in resp["error"]["message"]
+
+
+async def test_a_request_dripped_slowly_is_cut_at_the_idle_time():
+    node = strict_node()  # idle timeout 0.5 s
+    async with running(node), raw_host() as go:
+        stream = await open_stream(go, node.addrs[0], TOOL)
+        started = trio.current_time()
+        ended = False
+        with trio.move_on_after(5):
+            for byte in frame({"id": "d", "name": "echo", "arguments": {"text": "x"}}):
+                try:
+                    await stream.write(bytes([byte]))  # one byte every 0.2 s: never idle for 0.5 s
+                except (StreamError, MuxedStreamError):  # the node cut the stream
+                    ended = True
+                    break
+                await trio.sleep(0.2)  # the attacker's pace, not a synchronisation
+        assert ended or await stream_ends(stream, 1)
+        assert trio.current_time() - started < 3
+        await still_serves(go, node)
