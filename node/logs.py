@@ -7,7 +7,7 @@ import sys
 
 # Third-party loggers kept at WARNING even at --log-level DEBUG: some of them log request and
 # response bodies at DEBUG (sse_starlette, httpcore2, gql), which would carry argument values.
-NOISY = ("libp2p", "multiaddr", "zeroconf", "httpx", "httpcore", "httpx2", "httpcore2", "h11", "h2", "hpack",
+NOISY = ("multiaddr", "zeroconf", "httpx", "httpcore", "httpx2", "httpcore2", "h11", "h2", "hpack",
          "sse_starlette", "hypercorn", "mcp", "gql", "dagger", "asyncio")
 
 
