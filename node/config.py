@@ -151,6 +151,11 @@ class LimitsSection(_Section):
     max_json_depth: int = Field(default=64, ge=4)
     max_argument_bytes: int = Field(default=1 * MiB, ge=64)  # a call's arguments, as JSON
     max_result_bytes: int = Field(default=4 * MiB, ge=64)  # a tool's result, as JSON
+    # Connections open at once: in total, and from one remote IP address (inbound).
+    max_connections: int = Field(default=128, ge=2, le=10000)
+    max_connections_per_ip: int = Field(default=16, ge=1, le=10000)
+    # Streams open at once on one peer's connection (both directions).
+    max_streams_per_peer: int = Field(default=256, ge=8, le=10000)
 
 
 class PolicySection(_Section):
