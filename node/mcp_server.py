@@ -24,10 +24,9 @@ import json
 import logging
 import re
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import mcp_types
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -40,6 +39,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import TypeAdapter
 
+from node.schemas import schema_problem
 from node.signals import ChangeSignal
 from protocols.errors import PraxisError
 from protocols.messages import ToolResult, ToolSpec
@@ -356,29 +356,6 @@ async def _forward_bumps(source: ChangeSignal, target: ChangeSignal) -> None:
     while True:
         seen = await source.wait_past(seen)
         target.bump()
-
-
-def schema_problem(schema: Mapping[str, Any], arguments: dict[str, Any]) -> str | None:
-    """Why `arguments` violate `schema` (naming paths and rules, never values); None if valid."""
-    try:
-        validator_cls = jsonschema.validators.validator_for(schema)
-        validator = validator_cls(schema)
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-    except jsonschema.SchemaError:
-        return None  # a schema we cannot read: let the tool's provider judge
-    if not errors:
-        return None
-    problems = []
-    for err in errors[:5]:
-        where = "/".join(str(p) for p in err.path) or "(arguments)"
-        if err.validator == "required":
-            missing = [m for m in err.validator_value if m not in (err.instance or {})]
-            problems.append(f"missing required argument(s) {missing}")
-        elif err.validator == "additionalProperties":
-            problems.append(f"{where}: unexpected argument(s)")
-        else:
-            problems.append(f"{where}: must satisfy {err.validator}={err.validator_value!r}")
-    return "; ".join(problems)
 
 
 def _bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
