@@ -4,7 +4,8 @@ Two ways to serve it, both inside the node's trio loop:
 - streamable HTTP at `http://<mcp.host>:<mcp.port>/mcp`, served by hypercorn's trio worker
   (`await nursery.start(endpoint.serve_http)`). It binds 127.0.0.1 by default; any other
   address requires `mcp.token`, checked as `Authorization: Bearer <token>` on every request.
-  The SDK's DNS-rebinding protection stays on (Host and Origin must name the bound address).
+  On loopback, Host and Origin must name a loopback address (DNS-rebinding protection); off
+  loopback, any Host is accepted (the token protects) and a browser's Origin must be local.
 - stdio (`praxis-node mcp -c CONFIG`): MCP on stdin/stdout, for desktop clients that start
   their servers as commands.
 
@@ -287,25 +288,43 @@ class MeshMcpEndpoint:
     def http_app(self) -> ASGIApp:
         """The ASGI app: the SDK's streamable HTTP app, behind a bearer check when configured."""
         cfg = self.node.config.mcp
-        if not is_loopback(cfg.host) and not cfg.token:
+        loopback = is_loopback(cfg.host)
+        if not loopback and not cfg.token:
             raise EndpointConfigError(
                 f"mcp.host {cfg.host!r} is not a loopback address: set mcp.token, which clients "
                 "then send as 'Authorization: Bearer <token>'"
             )
-        security = None
-        if not is_loopback(cfg.host):
-            host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        bound = cfg.host.strip("[]")
+        bound = f"[{bound}]" if ":" in bound else bound
+        local = list(dict.fromkeys([bound, "127.0.0.1", "localhost", "[::1]"] if loopback
+                                   else ["127.0.0.1", "localhost", "[::1]"]))
+        if loopback:
+            # Any web page can reach 127.0.0.1 through a DNS name it points there (DNS
+            # rebinding); without a token, Host and Origin naming a loopback address are the
+            # protection. Spelled out for every loopback host (the SDK does it only for three).
             security = TransportSecuritySettings(
                 enable_dns_rebinding_protection=True,
-                allowed_hosts=[f"{host}:*", "127.0.0.1:*", "localhost:*", "[::1]:*"],
-                allowed_origins=[f"http://{host}:*", "http://127.0.0.1:*",
-                                 "http://localhost:*", "http://[::1]:*"],
+                allowed_hosts=[f"{name}:*" for name in local],
+                allowed_origins=[f"http://{name}:*" for name in local],
             )
+        else:
+            # Off loopback, clients name this machine by any of its addresses and names (or a
+            # NAT's, or a proxy's), which no list here can know, so Host is not checked: the
+            # bearer token is the protection, and a rebinding page never has it (a browser
+            # does not send it on its own, as it would a cookie). The SDK checks Host and Origin
+            # together, so its check is off and Origin is checked below.
+            security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         app: ASGIApp = self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH,
-            host=cfg.host if is_loopback(cfg.host) else "0.0.0.0",
-            transport_security=security,
+            streamable_http_path=MCP_PATH, host=cfg.host, transport_security=security,
         )
+        if not loopback:
+            # A request with an Origin comes from a web page. The MCP spec requires servers to
+            # check it, and it still matters here: a page a user on the local network opens,
+            # with a leaked token, could otherwise reach an endpoint its author cannot. Pages
+            # from this machine (loopback origins, or the bound address) are let through;
+            # clients that are not browsers send no Origin and are not affected.
+            pages = local if bound in ("0.0.0.0", "[::]") else [*local, bound]
+            app = _origin_guard(app, [f"{scheme}://{name}" for name in pages for scheme in ("http", "https")])
         if cfg.token:
             app = _bearer_guard(app, cfg.token)
         return app
@@ -358,19 +377,51 @@ async def _forward_bumps(source: ChangeSignal, target: ChangeSignal) -> None:
         target.bump()
 
 
+def _refusal(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    body = json.dumps({"error": message}).encode()
+    return [{"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode()), *headers]},
+            {"type": "http.response.body", "body": body}]
+
+
 def _bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
-    expected = f"Bearer {token}".encode()
+    """Refuse (401) a request without `Authorization: Bearer <token>`."""
+    # Compared as SHA-256 digests with compare_digest: constant time, and not even the token's
+    # length shows in the timing.
+    expected = hashlib.sha256(token.encode()).digest()
 
     async def guarded(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
-                body = b'{"error": "missing or wrong bearer token"}'
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"www-authenticate", b"Bearer"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+            header = dict(scope.get("headers") or []).get(b"authorization", b"")
+            # RFC 7235: the scheme is case-insensitive ("bearer", "BEARER"), then one or more
+            # spaces; RFC 7230: no surrounding whitespace belongs to the value.
+            scheme, _, credentials = header.strip(b" \t").partition(b" ")
+            given = hashlib.sha256(credentials.lstrip(b" ")).digest()
+            if not hmac.compare_digest(given, expected) or scheme.lower() != b"bearer":
+                for message in _refusal(401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]):
+                    await send(message)
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+def _origin_guard(app: ASGIApp, allowed: list[str]) -> ASGIApp:
+    """Refuse (403) a request whose Origin is not one of `allowed` (`scheme://host`, any port)."""
+
+    def allowed_origin(origin: str) -> bool:
+        for base in allowed:
+            if origin == base or (origin.startswith(base + ":") and origin[len(base) + 1:].isdigit()):
+                return True
+        return False
+
+    async def guarded(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            origin = dict(scope.get("headers") or []).get(b"origin", b"").decode("latin-1")
+            if origin and not allowed_origin(origin):
+                for message in _refusal(403, "requests from web pages of other origins are refused", []):
+                    await send(message)
                 return
         await app(scope, receive, send)
 
