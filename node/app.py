@@ -168,7 +168,7 @@ class Node:
         """Start the host and every background task; stop them all on exit."""
         self.local.check_contracts()
         bootstrap = [parse_bootstrap(text) for text in self.config.p2p.bootstrap_nodes]
-        host = build_host(self.key_pair, self.config.p2p)
+        host = build_host(self.key_pair, self.config.p2p, self.config.limits)
         self.host = host
         host.set_stream_handler(CARD_PROTOCOL, self._serve_card_stream)  # type: ignore[arg-type]
         host.set_stream_handler(TOOL_PROTOCOL, self._serve_tool_stream)  # type: ignore[arg-type]

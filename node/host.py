@@ -1,4 +1,5 @@
-"""Building the libp2p host: Noise as the only security transport, yamux, one connection per peer."""
+"""Building the libp2p host: Noise as the only security transport, yamux, and the node's connection
+limits (node.connection_limits) with the py-libp2p inbound slot-leak workaround (node.libp2p_patches)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,34 @@ from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.network.config import ConnectionConfig
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
-from node.config import ConfigError, P2PSection
+from node.config import ConfigError, LimitsSection, P2PSection
+from node.connection_limits import ConnectionGuard, connection_config
+from node.libp2p_patches import release_inbound_slot_on_close
 
 
-def build_host(key_pair: KeyPair, p2p: P2PSection) -> IHost:
-    """A host that accepts only Noise (never plaintext, secio or TLS) and muxes with yamux."""
+def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHost:
+    """A host that accepts only Noise (never plaintext, secio or TLS), muxes with yamux and keeps
+    to `limits` (connections in total, per IP, per peer; streams per peer)."""
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_preference="YAMUX",
         enable_mDNS=p2p.enable_mdns,
-        # One connection per peer; without it every dial waits out a 250 ms happy-eyeballs delay.
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        connection_config=connection_config(limits),
     )
+    swarm = host.get_network()
+    if not isinstance(swarm, Swarm):  # new_host always builds a Swarm; the hooks below need one
+        raise TypeError(f"unexpected libp2p network type {type(swarm).__name__}")
+    release_inbound_slot_on_close(swarm)
+    ConnectionGuard(swarm, limits).install()
+    return host
 
 
 def listen_multiaddr(p2p: P2PSection) -> multiaddr.Multiaddr:

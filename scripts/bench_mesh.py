@@ -22,7 +22,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.config import P2PSection  # noqa: E402
+from node.config import LimitsSection, P2PSection  # noqa: E402
 from node.host import build_host, parse_peer_addr  # noqa: E402
 from node.logs import configure_logging  # noqa: E402
 from tests.helpers import make_node, node_config, py_tool, start_mesh, wait_all_know  # noqa: E402
@@ -47,8 +47,8 @@ BATCH = 20  # calls per batch; baseline and node batches alternate so both see t
 
 async def latency_pair(calls: int, concurrency: int, concurrent_calls: int) -> tuple[list[float], list[float], float]:
     """(a) and (b), measured in alternating batches, then (b) with concurrent callers."""
-    server = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
-    client = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
+    server = build_host(create_new_key_pair(), P2PSection(enable_mdns=False), LimitsSection())
+    client = build_host(create_new_key_pair(), P2PSection(enable_mdns=False), LimitsSection())
 
     async def handler(stream) -> None:  # type: ignore[no-untyped-def]
         try:

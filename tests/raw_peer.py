@@ -18,13 +18,13 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 
-from node.config import P2PSection
+from node.config import LimitsSection, P2PSection
 from node.host import build_host, parse_peer_addr
 
 
 @asynccontextmanager
 async def raw_host() -> AsyncIterator[IHost]:
-    host = build_host(create_new_key_pair(), P2PSection(enable_mdns=False))
+    host = build_host(create_new_key_pair(), P2PSection(enable_mdns=False), LimitsSection())
     async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
         try:
             yield host

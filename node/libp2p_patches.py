@@ -1,0 +1,71 @@
+"""Workarounds for py-libp2p bugs, applied to one host's swarm at a time (never to the class).
+
+**Inbound slot leak (py-libp2p 0.8.1, `libp2p/network/swarm.py`).**
+`Swarm._handle_inbound_connection` takes a slot of `Swarm._inbound_limiter` (a
+`trio.CapacityLimiter` of `max_connections - min_connections` tokens: 250 with the default
+`ConnectionConfig`) and gives it back in a `finally` once `_do_handle_inbound_connection`
+returns. But after a successful upgrade that function waits on `self.manager.wait_finished()`:
+it returns only when the swarm stops. Every inbound connection the node ever accepted keeps its
+slot, and its handler task, after it has closed; after about 250 inbound connections in the
+node's life (sequential, never concurrent: 250 `praxis-node call --peer` runs do it) every new
+inbound connection is refused until the node restarts.
+
+`release_inbound_slot_on_close(swarm)` ends that handler when its connection closes, so the
+library's own `finally` returns the slot: the limiter then bounds inbound connections open at
+once, as intended. It wraps two methods of this one swarm instance, and copies no library code:
+
+- `_do_handle_inbound_connection` runs inside a nursery whose cancel scope is the handler's;
+- `add_conn`, when the handler task registers its inbound connection, starts a watcher in that
+  nursery which waits for the connection's `event_closed` and then cancels the scope (the
+  library is waiting in `wait_finished()` by then; nothing of the connection runs in that task).
+
+Remove it when py-libp2p releases the slot when the connection closes:
+`tests/hardening/test_connections.py::test_unpatched_libp2p_still_leaks_inbound_slots` is the
+canary that fails once the library no longer leaks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.network.swarm import Swarm
+
+_PATCHED = "_praxis_releases_inbound_slots"
+
+
+def release_inbound_slot_on_close(swarm: Swarm) -> None:
+    """Make this swarm give an inbound connection's limiter slot back when the connection closes."""
+    if getattr(swarm, _PATCHED, False):
+        return
+    handle_inbound = swarm._do_handle_inbound_connection
+    add_conn = swarm.add_conn
+    # The handler task of each inbound connection being handled -> the nursery it runs in.
+    handlers: dict[trio.lowlevel.Task, trio.Nursery] = {}
+
+    async def do_handle_inbound_connection(*args: Any, **kwargs: Any) -> None:
+        task = trio.lowlevel.current_task()
+        async with trio.open_nursery() as nursery:
+            handlers[task] = nursery
+            try:
+                await handle_inbound(*args, **kwargs)
+            finally:
+                del handlers[task]
+                nursery.cancel_scope.cancel()  # the library gave up on this connection: stop watching
+
+    async def add_conn_watched(muxed_conn: Any, direction: str = "unknown") -> SwarmConn:
+        conn = await add_conn(muxed_conn, direction)
+        nursery = handlers.get(trio.lowlevel.current_task())
+        if nursery is not None and direction == "inbound":
+            nursery.start_soon(_cancel_when_closed, conn, nursery.cancel_scope)
+        return conn
+
+    swarm._do_handle_inbound_connection = do_handle_inbound_connection  # type: ignore[method-assign]
+    swarm.add_conn = add_conn_watched  # type: ignore[method-assign]
+    setattr(swarm, _PATCHED, True)
+
+
+async def _cancel_when_closed(conn: SwarmConn, scope: trio.CancelScope) -> None:
+    await conn.event_closed.wait()  # set as soon as SwarmConn.close() begins, whoever closes it
+    scope.cancel()
