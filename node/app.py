@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,9 +19,11 @@ import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from node.config import ConfigError, NodeConfig, ToolContract
+from node.dial_budget import PER_LIST, DialBudget
 from node.dialer import Dialer, is_connected, parse_bootstrap
 from node.engines.base import ExecutionEngine
 from node.engines.lazy import LazyEngine
@@ -34,21 +37,24 @@ from node.mcp_clients import McpClientPool
 from node.mcp_server import MeshMcpEndpoint
 from node.mcp_upstreams import McpUpstreams
 from node.mdns import MdnsBridge
+from node.origins import OriginCheck
 from node.peers import PeerDirectory
+from node.rate import RateWindow
 from node.router import Routed, Router, UpstreamTools
 from node.service import ToolService
 from node.signals import ChangeSignal
+from node.tasks import isolated_handler, start_isolated
 from protocols.card import CARD_PROTOCOL, exchange_cards
 from protocols.errors import PeerUnreachable, PraxisError, ToolTimeout
-from protocols.messages import Card, ToolRequest, ToolResponse, ToolSpec
-from protocols.peers import PEERS_PROTOCOL, PeerList, PeerRecord, read_peer_list, send_peer_list
+from protocols.messages import CallOrigin, Card, ToolRequest, ToolResponse, ToolSpec
+from protocols.origin import sign_origin
+from protocols.peers import MAX_PEERS_LISTED, PEERS_PROTOCOL, PeerList, PeerRecord, read_peer_list, send_peer_list
 from protocols.tool import TOOL_PROTOCOL, request_tool, serve_tool_stream
-from protocols.wire import WireLimits, closing_stream
+from protocols.wire import WireLimits, closing_stream, end_stream
 
 log = logging.getLogger("praxis.node")
 
 CAPABILITIES = ["tools", "mcp"]
-MAX_DIALS_PER_PEER_LIST = 32
 STOP_TIMEOUT = 5.0  # for closing connections, then engines, when the node stops
 
 
@@ -120,8 +126,10 @@ class Node:
             max_result_bytes=config.limits.max_result_bytes,
         )
         self.upstreams = upstreams
-        self.router = Router(self.local, self.directory, self._call_peer, upstreams)
-        self.service = ToolService(config, self.local, self.router, upstreams)
+        self.router = Router(self.local, self.directory, self._call_peer, upstreams, sign=self._sign)
+        self.service = ToolService(config, self.local, self.router, OriginCheck(self.peer_id), upstreams)
+        self.dial_budget = DialBudget()
+        self.card_pushes = RateWindow(config.limits.max_card_pushes_per_minute)
         self.connections = ChangeSignal()  # bumped on every connect and disconnect
         self.own_card_changed = ChangeSignal()
         self.host: IHost | None = None
@@ -129,6 +137,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._exchanging: set[str] = set()
         self._exchange_again: set[str] = set()
+        self._push_refused: set[str] = set()  # peers told once that their pushes are refused
 
     # ----- identity and addresses -------------------------------------------------
 
@@ -147,11 +156,22 @@ class Node:
         )
 
     def peer_list(self) -> PeerList:
-        return PeerList(peers=[
-            PeerRecord(peer_id=e.peer_id, name=e.card.name, addrs=e.card.addrs,
-                       tools=list(e.card.tools))
-            for e in self.directory.peers()
-        ])
+        """The peers this node knows, as many as one list may hold."""
+        records = []
+        for entry in self.directory.peers():
+            if len(records) == MAX_PEERS_LISTED:
+                break
+            try:
+                records.append(PeerRecord(peer_id=entry.peer_id, name=entry.card.name, addrs=entry.card.addrs,
+                                          tools=list(entry.card.tools)))
+            except ValueError:  # pydantic's ValidationError: not listable; skip it, serve the rest
+                continue
+        return PeerList(peers=records)
+
+    def _sign(self, target: str, tool: str, arguments: dict[str, Any], expires_ms: int) -> CallOrigin:
+        """This node's proof that it asks `target` for this call (see protocols/origin.py)."""
+        return sign_origin(self.key_pair.private_key, self.peer_id, target=target, tool=tool,
+                           arguments=arguments, expires_ms=expires_ms)
 
     def _shared_specs(self) -> list[ToolSpec]:
         return list(self.upstreams.shared_tools().values()) if self.upstreams is not None else []
@@ -170,9 +190,9 @@ class Node:
         bootstrap = [parse_bootstrap(text) for text in self.config.p2p.bootstrap_nodes]
         host = build_host(self.key_pair, self.config.p2p, self.config.limits)
         self.host = host
-        host.set_stream_handler(CARD_PROTOCOL, self._serve_card_stream)  # type: ignore[arg-type]
-        host.set_stream_handler(TOOL_PROTOCOL, self._serve_tool_stream)  # type: ignore[arg-type]
-        host.set_stream_handler(PEERS_PROTOCOL, self._serve_peers_stream)  # type: ignore[arg-type]
+        for protocol, handler in ((CARD_PROTOCOL, self._serve_card_stream), (TOOL_PROTOCOL, self._serve_tool_stream),
+                                  (PEERS_PROTOCOL, self._serve_peers_stream)):
+            host.set_stream_handler(protocol, isolated_handler(f"serving {protocol}", handler))  # type: ignore[arg-type]
         host.get_network().register_notifee(_ConnectionEvents(self))
         try:
             async with host.run([listen_multiaddr(self.config.p2p)]), trio.open_nursery() as nursery:
@@ -231,9 +251,10 @@ class Node:
     ) -> ToolResponse:
         """Send a call to one given peer (which serves it or forwards it), bypassing the router."""
         deadline = self._deadline(timeout)
+        remaining = deadline - trio.current_time()
         request = ToolRequest(id=uuid.uuid4().hex, name=name, arguments=arguments, hops=1,
-                              deadline_ms=max(1, int((deadline - trio.current_time()) * 1000)),
-                              trace_id=uuid.uuid4().hex)
+                              deadline_ms=max(1, int(remaining * 1000)), trace_id=uuid.uuid4().hex,
+                              origin=self._sign(peer_id, name, arguments, int((time.time() + remaining) * 1000)))
         return await self._call_peer(peer_id, request, deadline)
 
     def _deadline(self, timeout: float | None) -> float:
@@ -277,6 +298,15 @@ class Node:
 
     async def _serve_card_stream(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id.to_string()
+        if not self.card_pushes.try_take(peer_id):
+            # A peer re-pushing its card over and over costs parsing and listing on every push.
+            if peer_id not in self._push_refused:
+                self._push_refused.add(peer_id)
+                log.info("peer %s pushes its card more than %d times a minute; pushes refused for now",
+                         peer_id, self.card_pushes.limit)
+            await end_stream(stream, ok=False)
+            return
+        self._push_refused.discard(peer_id)
         await self._exchange_on(stream, peer_id, trio.current_time() + self.limits.idle_timeout)
 
     async def _exchange_on(self, stream: INetStream, peer_id: str, deadline: float) -> None:
@@ -297,7 +327,7 @@ class Node:
             self._exchange_again.add(peer_id)
             return
         self._exchanging.add(peer_id)
-        self._nursery.start_soon(self._exchange_cards_with, peer_id)
+        start_isolated(self._nursery, f"card exchange with {peer_id}", self._exchange_cards_with, peer_id)
 
     async def _exchange_cards_with(self, peer_id: str) -> None:
         try:
@@ -326,7 +356,7 @@ class Node:
             log.info("peer %s (%s) offers %d tool(s): %s", card.name, card.peer_id, len(card.tools),
                      ", ".join(sorted(t.name for t in card.tools)) or "-")
         if is_new and self._nursery is not None and self.config.p2p.peer_exchange:
-            self._nursery.start_soon(self._discover_through, card.peer_id)
+            start_isolated(self._nursery, f"peer exchange with {card.peer_id}", self._discover_through, card.peer_id)
 
     # ----- peer exchange: grow a full mesh from one bootstrap peer ----------------
 
@@ -339,27 +369,33 @@ class Node:
             log.info("peer list not sent: %s", exc.message)
 
     async def _discover_through(self, peer_id: str) -> None:
-        """Ask a new peer whom it knows, and dial those we are not connected to yet.
+        """Ask a new peer whom it knows, and dial some of those we are not connected to yet.
 
         A peer list is the peer's word, not proven: a dial only succeeds where Noise proves the
-        listed peer ID, and one list makes at most MAX_DIALS_PER_PEER_LIST dials.
+        listed peer ID, one address is tried per listed peer, and every dial is budgeted
+        (node/dial_budget.py), so no list can aim this node's dials at an address at will.
         """
         try:
             peers = await self.fetch_peer_list(peer_id, timeout=self.limits.idle_timeout)
         except PraxisError as exc:  # e.g. a Go node without the extension: cards still work
             log.debug("no peer list from %s: %s", peer_id, exc.message)
             return
-        new = [r for r in peers.peers if r.peer_id != self.peer_id and not self._is_connected(r.peer_id)]
-        for record in new[:MAX_DIALS_PER_PEER_LIST]:
-            for addr in record.addrs:
-                try:
-                    info = parse_peer_addr(addr)
-                except ValueError:
-                    continue
-                if info.peer_id.to_string() == record.peer_id:
-                    assert self._nursery is not None and self.dialer is not None
-                    self._nursery.start_soon(self.dialer.dial, info)
-                    break
+        assert self._nursery is not None and self.dialer is not None
+        dials = 0
+        for record in peers.peers:
+            if dials >= PER_LIST:
+                break
+            if record.peer_id == self.peer_id or self._is_connected(record.peer_id):
+                continue
+            info = _dialable(record)
+            if info is None:
+                continue
+            host, port = _host_port(info)
+            if not self.dial_budget.allow(peer_id, host, port):
+                log.debug("peer list from %s: dial budget spent; %s not dialled", peer_id, record.peer_id)
+                continue
+            dials += 1
+            start_isolated(self._nursery, f"dialling {record.peer_id}", self.dialer.dial, info)
 
     def add_tool(self, contract: ToolContract) -> None:
         """Start serving a tool at run time; peers get the new card at once."""
@@ -414,8 +450,41 @@ class Node:
         self.connections.bump()
         peer = conn.muxed_conn.peer_id
         remaining = [c for c in network.get_connections(peer) if c is not conn]
-        if not remaining and self.directory.remove(peer.to_string()):
-            log.info("peer %s disconnected; its tools are gone", peer.to_string())
+        if not remaining:
+            self.card_pushes.forget(peer.to_string())
+            self._push_refused.discard(peer.to_string())
+            if self.directory.remove(peer.to_string()):
+                log.info("peer %s disconnected; its tools are gone", peer.to_string())
+
+
+def _dialable(record: PeerRecord) -> PeerInfo | None:
+    """The first of the record's addresses that is an IP and TCP address naming the record's
+    peer (never a DNS name: a list must not make this node resolve names a peer chose)."""
+    for addr in record.addrs:
+        try:
+            info = parse_peer_addr(addr)
+        except ValueError:
+            continue
+        if info.peer_id.to_string() == record.peer_id and len(info.addrs) == 1 and all(_host_port(info)):
+            return info
+    return None
+
+
+def _host_port(info: PeerInfo) -> tuple[str, str]:
+    addr = info.addrs[0]
+    host = ""
+    for proto in ("ip4", "ip6"):
+        try:
+            host = addr.value_for_protocol(proto) or ""
+        except Exception:  # multiaddr raises when the protocol is absent
+            continue
+        if host:
+            break
+    try:
+        port = addr.value_for_protocol("tcp") or ""
+    except Exception:  # not a TCP address
+        port = ""
+    return str(host), str(port)
 
 
 def _log_card_failure(peer_id: str, exc: PraxisError) -> None:

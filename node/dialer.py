@@ -20,7 +20,13 @@ INITIAL_BACKOFF = 0.2
 
 
 def is_connected(host: IHost | None, peer_id: str) -> bool:
-    return host is not None and bool(host.get_network().get_connections(ID.from_base58(peer_id)))
+    if host is None:
+        return False
+    try:
+        peer = ID.from_base58(peer_id)
+    except Exception:  # not a peer ID (base58 and multihash errors): nobody is connected as it
+        return False
+    return bool(host.get_network().get_connections(peer))
 
 
 def parse_bootstrap(text: str) -> PeerInfo:

@@ -1,25 +1,51 @@
-"""Readable log output for the CLI; quiets py-libp2p's chatter."""
+"""Readable log output for the CLI; quiets py-libp2p's chatter.
+
+Every log line is one line: what peers send (names, messages) ends up in log messages, so
+the formatter escapes line breaks and other control characters in the message and bounds
+its length. A peer cannot forge a log line or flood the log through one message.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 # Third-party loggers kept at WARNING even at --log-level DEBUG: some of them log request and
 # response bodies at DEBUG (sse_starlette, httpcore2, gql), which would carry argument values.
 NOISY = ("multiaddr", "zeroconf", "httpx", "httpcore", "httpx2", "httpcore2", "h11", "h2", "hpack",
          "sse_starlette", "hypercorn", "mcp", "gql", "dagger", "asyncio")
+MAX_MESSAGE = 2000  # characters of one log message; longer ones are cut and say so
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_message(text: str) -> str:
+    """One bounded line: control characters as \\n, \\x1b, \\u2028..., cut at MAX_MESSAGE."""
+    escaped = _CONTROL.sub(_escape_char, text)
+    if len(escaped) > MAX_MESSAGE:
+        escaped = escaped[:MAX_MESSAGE] + f"... ({len(escaped) - MAX_MESSAGE} more characters)"
+    return escaped
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or char.encode("unicode_escape").decode("ascii")
+
+
+class OneLineFormatter(logging.Formatter):
+    """Escapes the message; a traceback (from the node's own code) stays as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = escape_message(record.message)
+        return super().formatMessage(record)
 
 
 def configure_logging(level: str = "INFO", name: str | None = None) -> None:
     prefix = f"[{name}] " if name else ""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format=f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s",
+                                          datefmt="%H:%M:%S"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # py-libp2p logs expected stream resets and dial failures at ERROR with tracebacks.

@@ -229,8 +229,13 @@ class McpUpstreams:
                         log.warning("forwarded %s: tool %r collides with another even as %r; "
                                     "skipped", server.params.describe(), tool.name, name)
                         continue
-                index[name] = UpstreamTool(server.entry.name, tool.name,
-                                           spec_from_mcp(name, tool), server.entry.share)
+                try:
+                    spec = spec_from_mcp(name, tool)
+                except ValueError as exc:  # pydantic's ValidationError: a name or schema past the card's bounds
+                    log.warning("forwarded %s: tool %r cannot be offered: %s", server.params.describe(),
+                                tool.name[:64], str(exc).splitlines()[0][:200])
+                    continue
+                index[name] = UpstreamTool(server.entry.name, tool.name, spec, server.entry.share)
         if index != self._index:
             self._index = index
             self.changed.bump()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -9,6 +10,8 @@ import trio
 
 from node.signals import ChangeSignal
 from protocols.messages import Card, ToolSpec
+
+log = logging.getLogger("praxis.peers")
 
 LATENCY_SMOOTHING = 0.3  # weight of the newest sample in the moving average
 LATENCY_TTL_SECONDS = 10.0  # an estimate this old is forgotten, so an idle provider gets tried again
@@ -38,6 +41,20 @@ class PeerEntry:
     card: Card
     updated_at: float
     tools: dict[str, ToolSpec] = field(default_factory=dict)
+    # Per tool: its definition's fingerprint, and when this peer first offered that definition.
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One definition of a tool name and the peers that offer exactly it (best first)."""
+
+    fingerprint: str
+    spec: ToolSpec
+    providers: tuple[str, ...]
+    first_seen: float  # when the earliest of these peers first offered it
+    first_provider: str  # that peer
 
 
 class PeerDirectory:
@@ -56,7 +73,19 @@ class PeerDirectory:
         tools = {spec.name: spec for spec in card.tools}
         if old is None:  # a peer that (re)joins starts with a clean record
             self._health[card.peer_id] = ProviderHealth()
-        self._peers[card.peer_id] = PeerEntry(card.peer_id, card, trio.current_time(), tools)
+        now = trio.current_time()
+        entry = PeerEntry(card.peer_id, card, now, tools)
+        for name, spec in tools.items():
+            fingerprint = spec.fingerprint()
+            entry.fingerprints[name] = fingerprint
+            before = old.fingerprints.get(name) if old is not None else None
+            if before == fingerprint and old is not None:
+                entry.first_seen[name] = old.first_seen[name]  # the definition keeps its seniority
+                continue
+            entry.first_seen[name] = now
+            if before is not None:
+                log.warning("peer %s (%s) changed the definition of tool %s", card.name, card.peer_id, name)
+        self._peers[card.peer_id] = entry
         changed = old is None or old.tools != tools or old.card.name != card.name
         if changed:
             self.changed.bump()
@@ -78,18 +107,35 @@ class PeerDirectory:
     def tool_names(self) -> set[str]:
         return {name for entry in self._peers.values() for name in entry.tools}
 
-    def providers(self, tool: str) -> list[str]:
-        """Peers whose card lists `tool`, best first."""
+    def providers(self, tool: str, fingerprint: str | None = None) -> list[str]:
+        """Peers whose card lists `tool` (with that definition, if given), best first."""
         now = trio.current_time()
-        candidates = [pid for pid, entry in self._peers.items() if tool in entry.tools]
+        candidates = [pid for pid, entry in self._peers.items() if tool in entry.tools
+                      and (fingerprint is None or entry.fingerprints[tool] == fingerprint)]
         return sorted(candidates, key=lambda pid: (self.health(pid).score(now), pid))
 
+    def definitions(self, tool: str) -> list[Definition]:
+        """The distinct definitions peers give `tool`, the longest-known first.
+
+        The first one is the name's pinned definition: a newcomer offering the same name with
+        another definition never replaces it (its variant is listed apart).
+        """
+        groups: dict[str, list[str]] = {}
+        for peer_id, entry in self._peers.items():
+            if tool in entry.tools:
+                groups.setdefault(entry.fingerprints[tool], []).append(peer_id)
+        out = []
+        for fingerprint, peers in groups.items():
+            first = min(peers, key=lambda p: (self._peers[p].first_seen[tool], p))
+            out.append(Definition(fingerprint, self._peers[first].tools[tool],
+                                  tuple(self.providers(tool, fingerprint)),
+                                  self._peers[first].first_seen[tool], first))
+        return sorted(out, key=lambda d: (d.first_seen, d.fingerprint))
+
     def spec(self, tool: str) -> ToolSpec | None:
-        for peer_id in sorted(self._peers):
-            spec = self._peers[peer_id].tools.get(tool)
-            if spec is not None:
-                return spec
-        return None
+        """The pinned definition of `tool` among peers (see `definitions`)."""
+        found = self.definitions(tool)
+        return found[0].spec if found else None
 
     def health(self, peer_id: str) -> ProviderHealth:
         """The peer's record; a peer not in the directory gets a detached one (nothing is kept)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from node.config import PolicySection, ToolContract
+from node.origins import Caller
 
 ANY_PEER = "*"
 
@@ -22,3 +23,22 @@ def may_call(contract: ToolContract, peer_id: str, policy: PolicySection) -> boo
     else:
         allowed = policy.default_allow
     return ANY_PEER in allowed or peer_id in allowed
+
+
+def may_call_as(contract: ToolContract, caller: Caller, policy: PolicySection) -> bool:
+    """Policy for a call that may have been forwarded: the origin and the peer in front must
+    both be allowed; an unproven origin only reaches tools open to everyone."""
+    if not may_call(contract, caller.front, policy):
+        return False
+    if not caller.origin_proven:
+        return may_call(contract, ANY_PEER, policy)
+    return may_call(contract, caller.origin, policy)
+
+
+def may_use_node(caller: Caller, policy: PolicySection) -> bool:
+    """Whether this node serves `caller` at all beyond its own tools (forwarding, shared MCP
+    servers): the node default applies to the origin and to the peer in front."""
+    allowed = policy.default_allow
+    if ANY_PEER in allowed:
+        return True
+    return caller.origin_proven and caller.front in allowed and caller.origin in allowed

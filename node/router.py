@@ -1,23 +1,26 @@
 """Deciding who serves a call: this node's engine, a peer, or a forwarded MCP server.
 
-Order (DESIGN.md section 3): the local contract first; else the peers whose cards list the
-tool, best first (fewest calls in flight, lowest recent latency, not recently failed); a
-provider that could not be reached is skipped and the next one tried, and a call that may
-already have run is retried elsewhere only when the tool is idempotent; else the MCP
-servers that list the tool; else `NoProvider` naming what was tried.
+Order: the local contract first; else this node's own MCP servers that list the tool (a name
+this node serves is never routed to a peer); else the peers whose cards list the tool with
+its pinned definition, best first (fewest calls in flight, lowest recent latency, not
+recently failed); a provider that could not be reached is skipped and the next one tried,
+and a call that may already have run is retried elsewhere only when that provider's own
+card says the tool is idempotent; else `NoProvider` naming what was tried.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import trio
 
 from node.local_tools import LocalTools
+from node.origins import MAX_PROOF_SECONDS
 from node.peers import PeerDirectory
 from protocols.errors import (
     Busy,
@@ -29,11 +32,12 @@ from protocols.errors import (
     ToolTimeout,
     error_from_code,
 )
-from protocols.messages import ToolRequest, ToolResponse, ToolResult, ToolSpec
+from protocols.messages import CallOrigin, ToolRequest, ToolResponse, ToolResult, ToolSpec
 
 log = logging.getLogger("praxis.router")
 
 LOCAL = "local"
+VARIANT_SUFFIX = 8  # characters of the peer ID that tell a tool's variants apart
 PeerCaller = Callable[[str, ToolRequest, float], Awaitable[ToolResponse]]
 # Errors after which another provider may safely be tried: the tool did not run.
 _NOT_RUN = (ToolNotFound, Busy, NotAllowed)
@@ -64,6 +68,16 @@ class MeshTool:
 
     spec: ToolSpec
     providers: tuple[str, ...]
+    tool: str = ""  # the name its providers know it by ("echo" for the variant "echo@1a2b3c4d")
+    definition: str | None = None  # peers' tools: the definition's fingerprint
+
+
+Signer = Callable[[str, str, dict[str, Any], int], CallOrigin]  # (target, tool, arguments, expires_ms)
+
+
+def variant_name(tool: str, peer_id: str) -> str:
+    """How a second definition of `tool` is listed: after the peer that first offered it."""
+    return f"{tool}@{peer_id[-VARIANT_SUFFIX:]}"
 
 
 class Router:
@@ -73,33 +87,53 @@ class Router:
         directory: PeerDirectory,
         call_peer: PeerCaller,
         upstreams: UpstreamTools | None = None,
+        sign: Signer | None = None,
     ) -> None:
         self.local = local
         self.directory = directory
         self.call_peer = call_peer
         self.upstreams = upstreams
+        self.sign = sign
 
     def tools(self) -> dict[str, MeshTool]:
-        """Every tool the mesh offers, by name (local first, then peers, then MCP servers)."""
+        """Every tool the mesh offers, by the name callers use.
+
+        This node's own tools and its MCP servers' tools keep their names: a peer offering the
+        same name never receives those calls. Among peers, a name means the definition known
+        longest (`PeerDirectory.definitions`); every other definition is listed apart as
+        `name@<peer>`, so no newcomer can replace a tool's description or take its calls.
+        """
         out: dict[str, MeshTool] = {}
         for spec in self.local.specs():
-            out[spec.name] = MeshTool(spec, (LOCAL,))
-        for name in sorted(self.directory.tool_names()):
-            providers = tuple(self.directory.providers(name))
-            if name in out:
-                out[name] = MeshTool(out[name].spec, out[name].providers + providers)
-            else:
-                peer_spec = self.directory.spec(name)
-                assert peer_spec is not None
-                out[name] = MeshTool(peer_spec, providers)
+            out[spec.name] = MeshTool(spec, (LOCAL,), spec.name)
         if self.upstreams is not None:
             for name, (server, spec) in sorted(self.upstreams.tools().items()):
-                entry = out.get(name)
-                provider = f"mcp:{server}"
-                out[name] = MeshTool(spec, (provider,)) if entry is None else MeshTool(
-                    entry.spec, entry.providers + (provider,)
-                )
+                if name not in out:
+                    out[name] = MeshTool(spec, (f"mcp:{server}",), name)
+        for name in sorted(self.directory.tool_names()):
+            own = out.get(name)
+            for index, definition in enumerate(self.directory.definitions(name)):
+                if own is None and index == 0:
+                    out[name] = MeshTool(definition.spec, definition.providers, name, definition.fingerprint)
+                elif own is not None and definition.fingerprint == own.spec.fingerprint():
+                    # Peers offering exactly our definition: shown as providers; calls stay here.
+                    out[name] = own = replace(own, providers=own.providers + definition.providers)
+                else:
+                    variant = variant_name(name, definition.first_provider)
+                    out[variant] = MeshTool(definition.spec, definition.providers, name, definition.fingerprint)
         return out
+
+    def _peer_target(self, name: str) -> tuple[str, str | None]:
+        """(tool, definition) that `name` routes to among peers; see `tools`."""
+        if name in self.directory.tool_names():
+            definitions = self.directory.definitions(name)
+            return name, definitions[0].fingerprint if definitions else None
+        tool, at, suffix = name.rpartition("@")
+        if at and tool:
+            for definition in self.directory.definitions(tool):
+                if variant_name(tool, definition.first_provider) == name:
+                    return tool, definition.fingerprint
+        return name, None
 
     async def call(
         self,
@@ -111,38 +145,50 @@ class Router:
         trace_id: str | None = None,
         exclude: frozenset[str] = frozenset(),
         use_upstreams: bool = True,
+        origin: CallOrigin | None = None,
+        sign: bool = True,
     ) -> Routed:
         """Serve the call somewhere; raise a `PraxisError` saying why when nobody can.
 
         `hops` is how often the call was already forwarded; `exclude` names peers not to
         send it to (the peer it came from); `use_upstreams=False` keeps it off MCP servers.
+        `origin` is the proof of who made a call this node forwards; with none and `sign`,
+        this node signs as the origin (never for a call it forwards: that would vouch for a
+        caller it cannot prove).
         """
         if self.local.get(name) is not None:
             return Routed(await self.local.run(name, arguments, deadline), LOCAL)
+        upstream = self.upstreams.tools().get(name) if self.upstreams is not None and use_upstreams else None
+        if upstream is not None and self.upstreams is not None:
+            result = await self.upstreams.call(name, arguments, deadline)
+            return Routed(result, f"mcp:{upstream[0]}")
+        tool, definition = self._peer_target(name)
         tried: list[str] = []
         refusals: list[PraxisError] = []  # typed "did not run" answers from providers
-        providers = [p for p in self.directory.providers(name) if p not in exclude]
-        idempotent = any(
-            (entry := self.directory.get(p)) is not None
-            and bool(entry.tools[name].idempotent)
-            for p in providers
-        )
+        providers = [p for p in self.directory.providers(tool, definition) if p not in exclude] \
+            if definition is not None else []
         for peer_id in providers:
             if trio.current_time() >= deadline:
                 raise ToolTimeout(f"tool {name!r}: deadline passed after trying {', '.join(tried)}")
+            remaining = deadline - trio.current_time()
+            proof = origin
+            if proof is None and sign and self.sign is not None:
+                expires_ms = int(time.time() * 1000 + min(remaining, MAX_PROOF_SECONDS - 60) * 1000)
+                proof = self.sign(peer_id, tool, arguments, expires_ms)
             request = ToolRequest(
                 id=uuid.uuid4().hex,
-                name=name,
+                name=tool,
                 arguments=arguments,
                 hops=hops + 1,
                 trace_id=trace_id,
-                deadline_ms=max(1, int((deadline - trio.current_time()) * 1000)),
+                deadline_ms=max(1, int(remaining * 1000)),
+                origin=proof,
             )
             try:
                 return Routed(await self._call_peer(peer_id, request, deadline), peer_id, len(tried) + 1)
             except PeerUnreachable as exc:
                 tried.append(f"peer {peer_id} ({exc.message})")
-                if exc.maybe_ran and not idempotent:
+                if exc.maybe_ran and not self._says_idempotent(peer_id, tool):
                     raise PeerUnreachable(
                         f"tool {name!r}: peer {peer_id} vanished during the call ({exc.message}); "
                         "not retried elsewhere because the tool is not idempotent and may have run",
@@ -153,10 +199,6 @@ class Router:
                 tried.append(f"peer {peer_id} ({exc.message})")
                 refusals.append(exc)
         if self.upstreams is not None and use_upstreams:
-            upstream = self.upstreams.tools().get(name)
-            if upstream is not None:
-                result = await self.upstreams.call(name, arguments, deadline)
-                return Routed(result, f"mcp:{upstream[0]}", len(tried) + 1)
             tried.append("forwarded MCP servers (none lists it)")
         if not providers:
             where = "; ".join(tried) if tried else "no MCP server lists it"
@@ -170,6 +212,13 @@ class Router:
             # Every provider gave the same answer (all refused, all busy): pass that answer on.
             raise kinds.pop()(refusals[0].message if len(refusals) == 1 else message)
         raise NoProvider(message)
+
+    def _says_idempotent(self, peer_id: str, tool: str) -> bool:
+        """Only the provider that failed may say its run can be repeated: another card's word
+        about idempotence says nothing of what this provider did."""
+        entry = self.directory.get(peer_id)
+        spec = entry.tools.get(tool) if entry is not None else None
+        return spec is not None and bool(spec.idempotent)
 
     async def _call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResult:
         health = self.directory.health(peer_id)

@@ -11,7 +11,8 @@ import trio
 
 from node.config import NodeConfig
 from node.local_tools import LocalTools
-from node.policy import may_call
+from node.origins import Caller, OriginCheck
+from node.policy import may_call_as, may_use_node
 from node.router import Router, UpstreamTools
 from protocols.errors import Busy, NotAllowed, PraxisError, TooLarge, ToolNotFound
 from protocols.messages import ToolRequest, ToolResponse, ToolResult
@@ -62,9 +63,11 @@ class ToolService:
         config: NodeConfig,
         local: LocalTools,
         router: Router,
+        origins: OriginCheck,
         upstreams: UpstreamTools | None = None,
     ) -> None:
         self.config = config
+        self.origins = origins
         self.local = local
         self.router = router
         self.upstreams = upstreams
@@ -97,13 +100,15 @@ class ToolService:
             budget = min(budget, request.deadline_ms / 1000)
         deadline = trio.current_time() + budget
         arguments = request.flat_arguments()
+        caller = self.origins.identify(request, peer_id, arguments)
         contract = self.local.get(request.name)
         if contract is not None:
-            if not may_call(contract, peer_id, self.config.policy):
-                log.warning("peer %s is not allowed to call %s", peer_id, request.name)
-                raise NotAllowed(f"peer {peer_id} is not allowed to call tool {request.name!r}")
+            if not may_call_as(contract, caller, self.config.policy):
+                raise _refusal(caller, f"tool {request.name!r}")
             with self.in_flight.slot(peer_id):
                 return await self.local.run(request.name, arguments, deadline)
+        if not may_use_node(caller, self.config.policy):
+            raise _refusal(caller, "this node's forwarded tools")
         if self.upstreams is not None and request.name in self.upstreams.shared_tools():
             with self.in_flight.slot(peer_id):
                 return await self.upstreams.call(request.name, arguments, deadline)
@@ -114,7 +119,17 @@ class ToolService:
         with self.in_flight.slot(peer_id):
             routed = await self.router.call(
                 request.name, arguments, deadline=deadline, hops=request.hops,
-                trace_id=request.trace_id, exclude=frozenset({peer_id}), use_upstreams=False,
+                trace_id=request.trace_id, exclude=frozenset({peer_id, caller.origin}), use_upstreams=False,
+                origin=request.origin,
             )
         return routed.result
+
+
+def _refusal(caller: Caller, what: str) -> NotAllowed:
+    if not caller.forwarded:
+        return NotAllowed(f"peer {caller.front} is not allowed to call {what}")
+    if not caller.origin_proven:
+        return NotAllowed(f"a call forwarded by {caller.front} without proof of its origin may only reach "
+                          f"tools open to every peer, and {what} is not")
+    return NotAllowed(f"peer {caller.origin} (through {caller.front}) is not allowed to call {what}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from protocols.errors import InvalidRequest
@@ -9,6 +10,8 @@ from protocols.messages import Card
 from protocols.wire import WireLimits, parse_model
 
 CARD_PROTOCOL = "/praxis/card/1.0.0"
+# A card is far smaller than a tool frame may be: 256 tools with modest schemas fit in 1 MiB.
+MAX_CARD_BYTES = 1024 * 1024
 
 
 async def exchange_cards(
@@ -18,7 +21,7 @@ async def exchange_cards(
 
     The caller owns the stream and ends it (close on success, reset on error).
     """
-    framed = limits.framed(stream)
+    framed = replace(limits, max_frame_bytes=min(limits.max_frame_bytes, MAX_CARD_BYTES)).framed(stream)
     await framed.write_json(own_card.to_wire(), deadline)
     card = parse_model(Card, await framed.read_json(deadline), "card")
     if card.peer_id != remote_peer_id:

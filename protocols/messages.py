@@ -6,12 +6,30 @@ fields from peers (the Go node may add some) but only ever emit the fields decla
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ParamType = Literal["string", "number", "boolean", "object", "array"]
+Addr = Annotated[str, Field(max_length=256)]  # a multiaddr as text
+
+# Bounds on what one card may carry (far below the frame limit): a card is parsed, stored and
+# listed on every node that sees it, so its cost must stay small whatever a peer sends.
+MAX_TOOLS_PER_CARD = 256
+MAX_PARAMETERS = 64
+MAX_DESCRIPTION = 4096
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMA_DEPTH = 32
+MAX_CAPABILITIES = 32
+# A name is printable and has no whitespace: names end up in logs, MCP listings and errors.
+NAME_PATTERN = r"^[^\x00-\x20\x7f-\x9f\u2028\u2029]+$"
+# A tool name also has no "@": `name@provider` is how MCP clients tell variants apart.
+TOOL_NAME_PATTERN = r"^[^\x00-\x20\x7f-\x9f\u2028\u2029@]+$"
+# A label (a node's name or version) is printable; spaces are fine, line breaks are not.
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 
 
 def now_ms() -> int:
@@ -26,18 +44,18 @@ class _WireModel(BaseModel):
 
 
 class ToolParameter(_WireModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN)
     type: ParamType = "string"
-    description: str = ""
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
     required: bool = False
 
 
 class ToolSpec(_WireModel):
     """A tool as advertised in a card."""
 
-    name: str = Field(min_length=1, max_length=128)
-    description: str = ""
-    parameters: list[ToolParameter] = Field(default_factory=list)
+    name: str = Field(min_length=1, max_length=128, pattern=TOOL_NAME_PATTERN)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
+    parameters: list[ToolParameter] = Field(default_factory=list, max_length=MAX_PARAMETERS)
     # Python-node extensions; the Go node ignores them.
     input_schema: dict[str, Any] | None = Field(default=None, alias="inputSchema")
     idempotent: bool | None = None
@@ -47,16 +65,46 @@ class ToolSpec(_WireModel):
     def _null_is_empty(cls, v: Any) -> Any:
         return [] if v is None else v
 
+    @field_validator("input_schema")
+    @classmethod
+    def _bounded_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        if json_depth(v) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        size = len(json.dumps(v, separators=(",", ":")).encode())
+        if size > MAX_SCHEMA_BYTES:
+            raise ValueError(f"{size} bytes, over the limit of {MAX_SCHEMA_BYTES}")
+        return v
+
+    def fingerprint(self) -> str:
+        """A digest of the definition (everything but the name): equal specs, equal digests."""
+        body = self.model_dump(by_alias=True, exclude={"name"}, mode="json")
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a JSON value (iterative: no recursion on hostile input)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
 
 class Card(_WireModel):
-    name: str = Field(max_length=256)
-    version: str = Field(default="", max_length=64)
+    name: str = Field(max_length=256, pattern=LABEL_PATTERN)
+    version: str = Field(default="", max_length=64, pattern=LABEL_PATTERN)
     peer_id: str = Field(alias="peerId", min_length=1, max_length=128)
-    capabilities: list[str] = Field(default_factory=list)
-    tools: list[ToolSpec] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=list, max_length=MAX_CAPABILITIES)
+    tools: list[ToolSpec] = Field(default_factory=list, max_length=MAX_TOOLS_PER_CARD)
     timestamp: int = Field(default_factory=now_ms)
     # Python-node extension: where the peer listens, so others can dial it (Go ignores it).
-    addrs: list[str] = Field(default_factory=list, max_length=16)
+    addrs: list[Addr] = Field(default_factory=list, max_length=16)
 
     @field_validator("capabilities", "tools", "addrs", mode="before")
     @classmethod
@@ -99,6 +147,16 @@ class ErrorInfo(_WireModel):
     message: str
 
 
+class CallOrigin(_WireModel):
+    """The `origin` field of a tool request (a Python-node extension; Go ignores it)."""
+
+    peer_id: str = Field(alias="peerId", min_length=1, max_length=128)
+    target: str = Field(min_length=1, max_length=128)
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+    expires_ms: int = Field(alias="expiresMs", ge=0, le=2**53)
+    signature: str = Field(min_length=1, max_length=256)  # base64
+
+
 class ToolRequest(_WireModel):
     id: str = Field(min_length=1, max_length=128)
     name: str = Field(min_length=1, max_length=128)
@@ -108,6 +166,8 @@ class ToolRequest(_WireModel):
     deadline_ms: int | None = Field(default=None, ge=1, le=24 * 3600 * 1000)
     hops: int = Field(default=0, ge=0, le=64)
     trace_id: str | None = Field(default=None, max_length=128)
+    # Who first made the call, signed (protocols/origin.py); absent from Go callers.
+    origin: CallOrigin | None = None
 
     @field_validator("arguments", mode="before")
     @classmethod

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from libp2p.peer.id import ID
+from pydantic import Field, field_validator
 
-from protocols.messages import ToolSpec, _WireModel
+from protocols.messages import Addr, ToolSpec, _WireModel
 from protocols.wire import WireLimits, parse_model
 
 PEERS_PROTOCOL = "/praxis/peers/1.0.0"
@@ -21,8 +22,19 @@ MAX_PEERS_LISTED = 256
 class PeerRecord(_WireModel):
     peer_id: str = Field(alias="peerId", min_length=1, max_length=128)
     name: str = Field(default="", max_length=256)
-    addrs: list[str] = Field(default_factory=list, max_length=16)
+    addrs: list[Addr] = Field(default_factory=list, max_length=16)
     tools: list[ToolSpec] = Field(default_factory=list)
+
+    @field_validator("peer_id")
+    @classmethod
+    def _valid_peer_id(cls, v: str) -> str:
+        # A peer list is a peer's word: a listed ID that is not a real peer ID is refused here,
+        # before anything (a dial, a lookup) acts on it.
+        try:
+            ID.from_base58(v)
+        except Exception:  # base58 and multihash errors of several types
+            raise ValueError("not a valid peer ID") from None
+        return v
 
 
 class PeerList(_WireModel):
