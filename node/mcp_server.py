@@ -40,6 +40,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import TypeAdapter
 
+from node.router import LOCAL, MeshTool
 from node.schemas import schema_problem
 from node.signals import ChangeSignal
 from protocols.errors import PraxisError
@@ -174,43 +175,73 @@ class MeshMcpEndpoint:
         self.changed = ChangeSignal()  # bumped when the listed tool set changes
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._listed: dict[str, tuple[str, ToolSpec]] = {}
+        # The listing is rebuilt only when the mesh's tools change, not on every request.
+        self._listing: dict[str, tuple[str, MeshTool]] = {}
+        self._listing_key: tuple[int, ...] = ()
         self.bound: list[str] = []
 
     # ----- the mesh as MCP -----------------------------------------------------------
 
     def listing(self) -> dict[str, tuple[str, ToolSpec]]:
         """MCP name -> (mesh name, spec), from the router's current view."""
-        mesh = self.node.router.tools()
-        names = mcp_names(set(mesh))
-        return {mcp_name: (mesh_name, mesh[mesh_name].spec) for mcp_name, mesh_name in names.items()}
+        return {mcp_name: (mesh_name, tool.spec) for mcp_name, (mesh_name, tool) in self._mesh_listing().items()}
+
+    def _mesh_listing(self) -> dict[str, tuple[str, MeshTool]]:
+        """MCP name -> (mesh name, the mesh's entry), rebuilt when a change signal moved."""
+        upstream_signal = getattr(self.node.upstreams, "changed", None)
+        key = (self.node.directory.changed.version, self.node.own_card_changed.version,
+               upstream_signal.version if isinstance(upstream_signal, ChangeSignal) else 0)
+        if key != self._listing_key:
+            mesh = self.node.router.tools()
+            self._listing = {mcp_name: (mesh_name, mesh[mesh_name])
+                             for mcp_name, mesh_name in mcp_names(set(mesh)).items()}
+            self._listing_key = key
+        return self._listing
+
+    def _provider_label(self, provider: str) -> dict[str, str]:
+        if provider == LOCAL:
+            return {"kind": "local", "name": self.node.config.agent.name, "peerId": self.node.peer_id}
+        if provider.startswith("mcp:"):
+            return {"kind": "mcp", "name": provider[4:]}
+        entry = self.node.directory.get(provider)
+        return {"kind": "peer", "name": entry.card.name if entry is not None else "", "peerId": provider}
 
     async def _list_tools(
         self, ctx: Any, params: mcp_types.PaginatedRequestParams | None
     ) -> mcp_types.ListToolsResult:
         self._remember(ctx)
-        tools = [
-            mcp_types.Tool(
+        tools = []
+        for mcp_name, (mesh_name, tool) in sorted(self._mesh_listing().items()):
+            spec = tool.spec
+            # Who serves it, so a client (and the person behind it) can tell where a tool comes
+            # from and tell apart two peers' definitions of one name.
+            providers = [self._provider_label(p) for p in tool.providers]
+            first = providers[0] if providers else {"name": ""}
+            origin = "this node" if first.get("kind") == "local" else (
+                f"MCP server {first['name']}" if first.get("kind") == "mcp"
+                else f"peer {first['name']} {first.get('peerId', '')[-8:]}")
+            more = f" +{len(providers) - 1} more" if len(providers) > 1 else ""
+            tools.append(mcp_types.Tool(
                 name=mcp_name,
-                title=mesh_name if mesh_name != mcp_name else None,
+                title=f"{mesh_name} (from {origin}{more})",
                 description=spec.description or None,
                 input_schema=_input_schema(spec),
                 annotations=mcp_types.ToolAnnotations(idempotent_hint=spec.idempotent)
                 if spec.idempotent is not None else None,
-            )
-            for mcp_name, (mesh_name, spec) in sorted(self.listing().items())
-        ]
+                _meta={"praxis/providers": providers},
+            ))
         return mcp_types.ListToolsResult(tools=tools)
 
     async def _call_tool(
         self, ctx: Any, params: mcp_types.CallToolRequestParams
     ) -> mcp_types.CallToolResult:
         self._remember(ctx)
-        listing = self.listing()
-        entry = listing.get(params.name)
+        entry = self._mesh_listing().get(params.name)
         if entry is None:
             raise MCPError(INVALID_PARAMS, f"unknown tool {params.name[:64]!r}: tools/list "
                                            "names every tool of the mesh")
-        mesh_name, spec = entry
+        mesh_name, tool = entry
+        spec = tool.spec
         arguments = dict(params.arguments or {})
         problem = schema_problem(_input_schema(spec), arguments)
         if problem is not None:

@@ -117,10 +117,12 @@ class ToolService:
                 f"this node has no tool {request.name!r} and the call may not be forwarded further"
             )
         with self.in_flight.slot(peer_id):
+            # A request that reached us was sent at least once, whatever its `hops` says (Go
+            # callers send none): the next node must see it as forwarded.
             routed = await self.router.call(
-                request.name, arguments, deadline=deadline, hops=request.hops,
+                request.name, arguments, deadline=deadline, hops=max(request.hops, 1),
                 trace_id=request.trace_id, exclude=frozenset({peer_id, caller.origin}), use_upstreams=False,
-                origin=request.origin,
+                origin=request.origin, sign=False,
             )
         return routed.result
 
