@@ -45,7 +45,7 @@ from node.service import ToolService
 from node.signals import ChangeSignal
 from node.tasks import isolated_handler, start_isolated
 from protocols.card import CARD_PROTOCOL, exchange_cards
-from protocols.errors import PeerUnreachable, PraxisError, ToolTimeout
+from protocols.errors import InvalidRequest, PeerUnreachable, PraxisError, TooLarge, ToolTimeout
 from protocols.messages import CallOrigin, Card, ToolRequest, ToolResponse, ToolSpec
 from protocols.origin import sign_origin
 from protocols.peers import MAX_PEERS_LISTED, PEERS_PROTOCOL, PeerList, PeerRecord, read_peer_list, send_peer_list
@@ -157,7 +157,7 @@ class Node:
 
     def peer_list(self) -> PeerList:
         """The peers this node knows, as many as one list may hold."""
-        records = []
+        records: list[PeerRecord] = []
         for entry in self.directory.peers():
             if len(records) == MAX_PEERS_LISTED:
                 break
@@ -377,6 +377,9 @@ class Node:
         """
         try:
             peers = await self.fetch_peer_list(peer_id, timeout=self.limits.idle_timeout)
+        except (InvalidRequest, TooLarge) as exc:  # a malformed or hostile list: nothing of it is used
+            log.info("peer list from %s refused: %s", peer_id, exc.message)
+            return
         except PraxisError as exc:  # e.g. a Go node without the extension: cards still work
             log.debug("no peer list from %s: %s", peer_id, exc.message)
             return
