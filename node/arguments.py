@@ -16,6 +16,9 @@ _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_LISTED = 10  # problems named in one error message at most
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -27,14 +30,16 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def check_arguments(tool: str, params: list[ToolParameter], arguments: dict[str, Any]) -> None:
+def check_arguments(
+    tool: str, params: list[ToolParameter], arguments: dict[str, Any], *, accept_undeclared: bool = False
+) -> None:
     """Raise `InvalidArguments` naming every missing, unknown or wrongly typed argument.
 
-    A tool that declares no parameters accepts any arguments (its engine decides). The
-    message names arguments and types, never values.
+    An argument the tool does not declare is refused, also when the tool declares no
+    parameters at all, unless its contract sets `accept_undeclared_arguments` (`accept_undeclared`
+    here; never for process or dagger tools). The message names arguments and types, never values,
+    and lists at most a few problems.
     """
-    if not params:
-        return
     declared = {p.name: p for p in params}
     problems = []
     for p in params:
@@ -43,13 +48,19 @@ def check_arguments(tool: str, params: list[ToolParameter], arguments: dict[str,
     for name, value in arguments.items():
         param = declared.get(name)
         if param is None:
-            problems.append(f"unknown argument {name[:64]!r}")
+            if not accept_undeclared:
+                problems.append(f"unknown argument {name[:64]!r}")
             continue
         found = _json_type(value)
         if found != param.type:
             problems.append(f"argument {name!r} must be {param.type}, got {found}")
     if problems:
+        listed = "; ".join(problems[:_LISTED])
+        if len(problems) > _LISTED:
+            listed += f"; and {len(problems) - _LISTED} more"
         expected = ", ".join(
             f"{p.name}: {p.type}{'' if p.required else ' (optional)'}" for p in params
         )
-        raise InvalidArguments(f"tool {tool!r}: " + "; ".join(problems) + f". Expected {{{expected}}}")
+        raise InvalidArguments(
+            f"tool {tool!r}: {listed}. " + (f"Expected {{{expected}}}" if params else "It takes no arguments")
+        )

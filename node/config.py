@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from protocols.messages import ToolParameter, ToolSpec
 
@@ -45,11 +54,66 @@ class ToolContract(_Section):
     # Peer IDs that may call this tool ("*": any authenticated peer). None: the node default.
     allow_peers: list[str] | None = None
     deny_peers: list[str] = Field(default_factory=list)
+    # Arguments a call may carry besides the declared `params` (which are still checked).
+    # Off by default: a call with an undeclared argument is refused. Only `python` and
+    # `remote-mcp` tools may turn it on; for `process` and `dagger` tools, whose arguments
+    # become environment variables, a config that sets it is refused at load.
+    accept_undeclared_arguments: bool = False
 
     @field_validator("params", mode="before")
     @classmethod
     def _null_is_empty(cls, v: Any) -> Any:
         return [] if v is None else v
+
+    @field_validator("params")
+    @classmethod
+    def _params_are_data(cls, params: list[ToolParameter], info: ValidationInfo) -> list[ToolParameter]:
+        """Unique names; for tools whose arguments become environment variables, safe names only."""
+        tool = info.data.get("name", "?")
+        names = [p.name for p in params]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _contract_error(f"tool {tool!r}: parameter(s) {dupes} are declared more than once")
+        if info.data.get("engine") in ENV_ENGINES:
+            for name in names:
+                problem = env_param_problem(name)
+                if problem:
+                    raise _contract_error(
+                        f"tool {tool!r}: parameter {name[:64]!r} {problem}. A parameter of a "
+                        f"{info.data['engine']} tool becomes an environment variable: {ENV_PARAM_RULE}"
+                    )
+        return params
+
+    @field_validator("engine_spec")
+    @classmethod
+    def _params_do_not_collide(cls, spec: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """A parameter that the contract's own variables would shadow could never be passed."""
+        if info.data.get("engine") not in ENV_ENGINES:
+            return spec
+        env = spec.get("env")
+        passthrough = spec.get("env_passthrough")
+        taken = set(env) if isinstance(env, dict) else set()
+        if info.data.get("engine") == "dagger" and isinstance(passthrough, list):
+            taken |= {n for n in passthrough if isinstance(n, str)}
+        clash = sorted(p.name for p in info.data.get("params", []) if p.name in taken)
+        if clash:
+            raise _contract_error(
+                f"tool {info.data.get('name', '?')!r}: parameter(s) {clash} are also set by "
+                "engineSpec.env or env_passthrough; a call could never pass them (rename one)"
+            )
+        return spec
+
+    @field_validator("accept_undeclared_arguments")
+    @classmethod
+    def _undeclared_never_become_env(cls, accept: bool, info: ValidationInfo) -> bool:
+        engine = info.data.get("engine")
+        if accept and engine in ENV_ENGINES:
+            raise _contract_error(
+                f"tool {info.data.get('name', '?')!r}: accept_undeclared_arguments is not allowed for "
+                f"{engine} tools: their arguments become environment variables, so only declared "
+                "params may be passed (declare each one under params)"
+            )
+        return accept
 
     def input_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, derived from `params`."""
@@ -60,6 +124,7 @@ class ToolContract(_Section):
             "type": "object",
             "properties": props,
             "required": [p.name for p in self.params if p.required],
+            "additionalProperties": self.accept_undeclared_arguments,
         }
 
     def to_spec(self) -> ToolSpec:
@@ -190,6 +255,12 @@ class NodeConfig(_Section):
 
 
 _SECRET_KEYS = ("headers", "token", "env")
+_CONTRACT_ERROR = "praxis_contract"
+
+
+def _contract_error(message: str) -> PydanticCustomError:
+    """A contract rule's error: `_describe` shows its message as it is, after the key."""
+    return PydanticCustomError(_CONTRACT_ERROR, "{message}", {"message": message})
 
 
 def _describe(errors: list[Any], source: str) -> str:
@@ -206,6 +277,8 @@ def _describe(errors: list[Any], source: str) -> str:
             lines.append(f"  {key}: missing; expected {err['msg'].lower()}")
         elif err["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key; remove it or check its spelling")
+        elif err["type"] == _CONTRACT_ERROR:
+            lines.append(f"  {key}: {err['msg']}")
         else:
             lines.append(f"  {key}: found {shown}; expected: {err['msg']}")
     return "\n".join(lines)
@@ -276,3 +349,37 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeC
 def valid_identifier(name: str) -> bool:
     """True for names usable as environment variables."""
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
+
+
+# The engines whose call arguments become environment variables of the program they run.
+ENV_ENGINES = frozenset({"process", "dagger"})
+# An allow-list: only these names can be parameters of such tools. Every variable that
+# changes how a shell, the dynamic loader or a language runtime behaves is upper-case
+# (SHELLOPTS, PS4, BASH_ENV, LD_PRELOAD, GIT_SSH_COMMAND, _JAVA_OPTIONS, GCONV_PATH, PAGER...)
+# and environment names are case-sensitive, so upper-case names are never allowed.
+_ENV_PARAM = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# The lower-case names programs do read: proxies (http_proxy, https_proxy, all_proxy,
+# no_proxy... read by curl, wget, git, Python, Go, Perl) end in "proxy". The rest are names
+# shells give a special meaning (zsh and csh tie path, cdpath, fpath, manpath... to PATH and
+# friends) or lower-case spellings of the variables shells act on; none is worth the doubt.
+_ENV_PARAM_SUFFIXES = ("proxy",)
+ENV_PARAM_EXCLUDED = frozenset({
+    "path", "cdpath", "fpath", "manpath", "module_path", "mailpath", "psvar", "fignore",
+    "prompt", "prompt2", "prompt3", "prompt4", "histchars", "home", "shell", "ifs", "env",
+    "bash_env", "cache_bust",
+})
+ENV_PARAM_RULE = (
+    "use lower-case letters, digits and _ (start with a letter, at most 64 characters), "
+    "not a name ending in 'proxy', and none of " + ", ".join(sorted(ENV_PARAM_EXCLUDED))
+)
+
+
+def env_param_problem(name: str) -> str | None:
+    """Why `name` cannot be a parameter of a process or dagger tool; None when it can."""
+    if not _ENV_PARAM.fullmatch(name):
+        return "is not a lower-case name"
+    if name.endswith(_ENV_PARAM_SUFFIXES):
+        return "would set a proxy variable"
+    if name in ENV_PARAM_EXCLUDED:
+        return "is reserved (shells or the engine give it a meaning)"
+    return None

@@ -63,7 +63,7 @@ class LocalTools:
         size = json_size(arguments)
         if size > self.max_argument_bytes:
             raise TooLarge(f"tool {name!r}: arguments are {size} bytes, over the limit of {self.max_argument_bytes}")
-        check_arguments(name, contract.params, arguments)
+        check_arguments(name, contract.params, arguments, accept_undeclared=contract.accept_undeclared_arguments)
         engine = self._engines.get(contract.engine)
         if engine is None:
             raise EngineUnavailable(f"tool {name!r}: engine {contract.engine!r} is not available on this node")

@@ -15,6 +15,11 @@ def noop() -> str:
     return ""
 
 
+def names(**arguments: Any) -> list[str]:
+    """The names of the arguments it was called with (for tools that accept undeclared ones)."""
+    return sorted(arguments)
+
+
 def add(a: float, b: float) -> dict[str, Any]:
     return {"sum": a + b}
 

@@ -2,6 +2,7 @@ import os
 import stat
 
 import pytest
+import yaml
 
 from node.config import ConfigError, load_config
 from node.identity import load_or_create_identity, peer_id_of
@@ -115,3 +116,97 @@ def test_corrupt_identity_is_an_error_not_replaced(tmp_path):
     with pytest.raises(ConfigError, match="cannot be read"):
         load_or_create_identity(key_path)
     assert key_path.read_bytes() == b"garbage"
+
+
+# -- arguments are data: what a process or dagger tool may declare (finding 4 of issue 8) ----------
+
+def tool_config(tmp_path, engine, params=None, **extra):
+    spec = {"process": {"command": ["true"]}, "dagger": {"image": "busybox:latest", "command": ["true"]},
+            "python": {"callable": "tests.sample_tools:names"},
+            "remote-mcp": {"address": "http://127.0.0.1:1/mcp"}}[engine]
+    tool = {"name": "tool_x", "engine": engine, "params": params or [], "engineSpec": spec, **extra}
+    return write(tmp_path, yaml.safe_dump({"agent": {"tools": [tool]}}))
+
+
+DANGEROUS_PARAMS = [
+    "SHELLOPTS", "PS4", "BASHOPTS", "BASH_ENV", "ENV", "PROMPT_COMMAND", "PAGER", "GIT_SSH_COMMAND",
+    "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "_JAVA_OPTIONS", "GCONV_PATH", "LD_PRELOAD", "PATH", "HOME",
+    "PYTHONPATH", "CACHE_BUST", "Text",  # upper-case letters: never
+    "http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy", "socks_proxy",  # proxies
+    "path", "home", "shell", "ifs", "env", "bash_env", "cdpath", "fpath", "cache_bust",  # special to shells
+    "a-b", "1x", "_x", "x" * 65, "é",
+]
+
+
+@pytest.mark.parametrize("engine", ["process", "dagger"])
+@pytest.mark.parametrize("name", DANGEROUS_PARAMS)
+def test_dangerous_parameter_names_are_refused_at_load(tmp_path, engine, name):
+    path = tool_config(tmp_path, engine, [{"name": name}])
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    text = str(err.value)
+    assert str(path) in text and "agent.tools[0].params" in text and "'tool_x'" in text
+    assert repr(name[:64]) in text and "lower-case letters, digits and _" in text
+
+
+def test_a_path_parameter_is_refused_at_load_not_on_every_call(tmp_path):
+    """Before, `path` loaded and then every call was refused (it upper-cased to PATH)."""
+    with pytest.raises(ConfigError, match=r"parameter 'path' is reserved"):
+        load_config(tool_config(tmp_path, "process", [{"name": "path", "required": True}]), env={})
+
+
+@pytest.mark.parametrize("engine", ["process", "dagger"])
+def test_ordinary_lower_case_parameters_load(tmp_path, engine):
+    names = ["text", "count", "file_name", "a1", "proxy_mode", "x" * 64]
+    config = load_config(tool_config(tmp_path, engine, [{"name": n} for n in names]), env={})
+    assert [p.name for p in config.agent.tools[0].params] == names
+
+
+@pytest.mark.parametrize("engine", ["python", "remote-mcp"])
+def test_python_and_remote_mcp_parameters_are_not_environment_names(tmp_path, engine):
+    config = load_config(tool_config(tmp_path, engine, [{"name": "Text"}, {"name": "PATH"}]), env={})
+    assert [p.name for p in config.agent.tools[0].params] == ["Text", "PATH"]
+
+
+@pytest.mark.parametrize("engine", ["process", "dagger"])
+def test_accept_undeclared_arguments_is_refused_for_env_engines(tmp_path, engine):
+    with pytest.raises(ConfigError) as err:
+        load_config(tool_config(tmp_path, engine, accept_undeclared_arguments=True), env={})
+    text = str(err.value)
+    assert "agent.tools[0].accept_undeclared_arguments" in text and "'tool_x'" in text
+    assert f"not allowed for {engine} tools" in text
+
+
+@pytest.mark.parametrize("engine", ["python", "remote-mcp"])
+def test_accept_undeclared_arguments_is_explicit_for_other_engines(tmp_path, engine):
+    assert load_config(tool_config(tmp_path, engine), env={}).agent.tools[0].accept_undeclared_arguments is False
+    opened = load_config(tool_config(tmp_path, engine, accept_undeclared_arguments=True), env={})
+    assert opened.agent.tools[0].accept_undeclared_arguments is True
+
+
+def test_parameters_the_contract_would_shadow_are_refused(tmp_path):
+    path = tool_config(tmp_path, "process", [{"name": "text"}])
+    data = yaml.safe_load(path.read_text())
+    data["agent"]["tools"][0]["engineSpec"]["env"] = {"text": "fixed"}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"parameter\(s\) \['text'\] are also set by engineSpec.env"):
+        load_config(path, env={})
+    data["agent"]["tools"][0] = {"name": "d", "engine": "dagger", "params": [{"name": "token"}],
+                                 "engineSpec": {"image": "busybox", "command": ["true"], "env_passthrough": ["token"]}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"\['token'\] are also set by engineSpec.env or env_passthrough"):
+        load_config(path, env={})
+
+
+def test_duplicate_parameters_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"parameter\(s\) \['text'\] are declared more than once"):
+        load_config(tool_config(tmp_path, "python", [{"name": "text"}, {"name": "text"}]), env={})
+
+
+def test_demo_config_still_loads(tmp_path):
+    from node.config import parse_config
+    from node.demo import DAGGER_TOOL, TOOLS, DemoNode, _config
+
+    node = DemoNode(0, "demo-0", tmp_path, [*TOOLS, DAGGER_TOOL])
+    config = parse_config(_config(node, []), env={})
+    assert {t.name for t in config.agent.tools} == {t["name"] for t in node.tools}

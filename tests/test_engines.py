@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -27,12 +28,14 @@ def soon(seconds: float = 5) -> float:
     return trio.current_time() + seconds
 
 
-def py(func: str) -> ToolContract:
-    return ToolContract(name=func, engine="python", engine_spec={"callable": f"tests.sample_tools:{func}"})
+def py(func: str, params: list[ToolParameter] | None = None) -> ToolContract:
+    return ToolContract(name=func, engine="python", engine_spec={"callable": f"tests.sample_tools:{func}"},
+                        params=params or [])
 
 
-def proc(command: list[str], **spec) -> ToolContract:
-    return ToolContract(name="p", engine="process", engine_spec={"command": command, **spec})
+def proc(command: list[str], params: list[dict] | None = None, **spec) -> ToolContract:
+    return ToolContract.model_validate(
+        {"name": "p", "engine": "process", "params": params or [], "engineSpec": {"command": command, **spec}})
 
 
 async def test_python_engine_sync_async_and_structured():
@@ -63,7 +66,8 @@ def enabled() -> ProcessEngine:
 
 async def test_process_engine_arguments_as_env_and_json_stdout():
     result = await enabled().execute(
-        proc(["sh", "-c", 'printf \'{"got": "%s", "n": %s}\' "$word" "$n"'], env={"FIXED": "1"}),
+        proc(["sh", "-c", 'printf \'{"got": "%s", "n": %s}\' "$word" "$n"'], env={"FIXED": "1"},
+             params=[{"name": "word"}, {"name": "n", "type": "number"}]),
         {"word": "hello", "n": 3}, soon())
     assert result.structured_content == {"got": "hello", "n": 3}
 
@@ -93,16 +97,46 @@ async def test_process_engine_is_off_unless_enabled():
         await engine.execute(proc(["true"]), {}, soon())
 
 
-@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "PYTHONPATH", "HOME", "1abc", "a-b", "CACHE_BUST"])
-def test_protected_or_invalid_env_names_are_refused(name):
-    with pytest.raises(InvalidArguments, match="argument"):
-        arguments_as_env("t", {name: "v"})
+HOSTILE_NAMES = ["SHELLOPTS", "PS4", "BASHOPTS", "PROMPT_COMMAND", "PAGER", "GIT_SSH_COMMAND", "GIT_CONFIG_COUNT",
+                 "_JAVA_OPTIONS", "GCONV_PATH", "http_proxy", "PATH", "LD_PRELOAD", "PYTHONPATH", "HOME", "path",
+                 "1abc", "a-b", "CACHE_BUST"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_only_declared_parameters_become_env(name):
+    with pytest.raises(InvalidArguments, match=f"undeclared argument.*{re.escape(repr(name))}"):
+        arguments_as_env(proc(["true"]), {name: "v"})
+    with pytest.raises(InvalidArguments, match="undeclared"):
+        arguments_as_env(proc(["true"], params=[{"name": "text"}]), {"text": "ok", name: "v"})
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_env_name_rule_holds_even_for_a_contract_that_skipped_validation(name):
+    """Defence in depth: a contract built without validation still cannot set such a variable."""
+    unchecked = ToolContract.model_construct(name="p", engine="process", engine_spec={"command": ["true"]},
+                                             params=[ToolParameter(name=name)], accept_undeclared_arguments=False)
+    with pytest.raises(InvalidArguments, match=re.escape(repr(name))):
+        arguments_as_env(unchecked, {name: "v"})
 
 
 def test_argument_may_not_override_contract_env():
+    contract = proc(["true"], params=[{"name": "a", "type": "array"}, {"name": "b", "type": "boolean"},
+                                      {"name": "c"}])
     with pytest.raises(InvalidArguments, match="override a variable"):
-        arguments_as_env("t", {"LANG": "x"}, reserved={"LANG"})
-    assert arguments_as_env("t", {"a": [1, 2], "b": True, "c": "s"}) == {"a": "[1,2]", "b": "true", "c": "s"}
+        arguments_as_env(contract, {"c": "x"}, reserved={"c"})
+    assert arguments_as_env(contract, {"a": [1, 2], "b": True, "c": "s"}) == {"a": "[1,2]", "b": "true", "c": "s"}
+
+
+async def test_process_engine_refuses_undeclared_arguments_before_running(tmp_path):
+    """Called directly (not through LocalTools), the engine still sets only declared parameters."""
+    marker = tmp_path / "ran"
+    engine = enabled()
+    hello = proc(["sh", "-c", f"touch {marker}; echo hello"])
+    for arguments in [{"SHELLOPTS": "xtrace", "PS4": "$(id)"}, {"http_proxy": "http://127.0.0.1:9"}, {"x": "1"}]:
+        with pytest.raises(InvalidArguments, match=re.escape(repr(next(iter(arguments))))):
+            await engine.execute(hello, arguments, soon())
+    assert not marker.exists()
+    assert (await engine.execute(hello, {}, soon())).text_output() == "hello\n"
 
 
 def test_argument_types_are_checked_and_values_never_echoed():
@@ -115,10 +149,52 @@ def test_argument_types_are_checked_and_values_never_echoed():
     assert "SECRET-VALUE" not in err.value.message
 
 
+def test_undeclared_arguments_are_refused_even_without_params():
+    with pytest.raises(InvalidArguments) as err:
+        check_arguments("t", [], {"SHELLOPTS": "xtrace", "PS4": "SECRET-VALUE"})
+    assert "unknown argument 'SHELLOPTS'" in err.value.message and "unknown argument 'PS4'" in err.value.message
+    assert "takes no arguments" in err.value.message and "SECRET-VALUE" not in err.value.message
+    check_arguments("t", [], {})
+    params = [ToolParameter(name="n", type="number", required=True)]
+    with pytest.raises(InvalidArguments, match="unknown argument 'extra'"):
+        check_arguments("t", params, {"n": 1, "extra": "x"})
+
+
+def test_accept_undeclared_arguments_keeps_declared_ones_checked():
+    params = [ToolParameter(name="n", type="number", required=True)]
+    check_arguments("t", [], {"anything": 1}, accept_undeclared=True)
+    check_arguments("t", params, {"n": 1, "extra": "x"}, accept_undeclared=True)
+    with pytest.raises(InvalidArguments, match="argument 'n' must be number"):
+        check_arguments("t", params, {"n": "one", "extra": "x"}, accept_undeclared=True)
+    with pytest.raises(InvalidArguments, match="missing required argument 'n'"):
+        check_arguments("t", params, {"extra": "x"}, accept_undeclared=True)
+
+
+def test_argument_errors_are_bounded():
+    with pytest.raises(InvalidArguments) as err:
+        check_arguments("t", [], {f"name{i}": i for i in range(5000)})
+    assert len(err.value.message) < 1000 and "and 4990 more" in err.value.message
+
+
+async def test_local_tools_honour_the_contract_flag():
+    from node.local_tools import LocalTools
+
+    strict = ToolContract(name="strict", engine="python", engine_spec={"callable": "tests.sample_tools:names"})
+    open_ = ToolContract(name="open", engine="python", engine_spec={"callable": "tests.sample_tools:names"},
+                         accept_undeclared_arguments=True)
+    local = LocalTools([strict, open_], {"python": PythonEngine()})
+    with pytest.raises(InvalidArguments, match="unknown argument 'x'"):
+        await local.run("strict", {"x": 1}, soon())
+    assert (await local.run("open", {"x": 1, "y": 2}, soon())).structured_content == {"result": ["x", "y"]}
+    assert strict.input_schema()["additionalProperties"] is False
+    assert open_.input_schema()["additionalProperties"] is True
+
+
 async def test_argument_and_result_size_limits():
     from node.local_tools import LocalTools
 
-    local = LocalTools([py("echo")], {"python": PythonEngine()}, max_argument_bytes=100, max_result_bytes=200)
+    echo = py("echo", [ToolParameter(name="text", required=True)])
+    local = LocalTools([echo], {"python": PythonEngine()}, max_argument_bytes=100, max_result_bytes=200)
     with pytest.raises(TooLarge, match="arguments are .* over the limit of 100"):
         await local.run("echo", {"text": "x" * 200}, soon())
     assert (await local.run("echo", {"text": "x" * 50}, soon())).text_output() == "x" * 50

@@ -1,7 +1,8 @@
 """`dagger` engine: each call runs the tool's command in a container through the Dagger SDK.
 
 The seed's lifecycle: validate the contract, build the container from the image, mount the
-host folders, set the fixed env, the arguments and the passthrough env, add `CACHE_BUST` (unless
+host folders, set the fixed env, the declared parameters the call passes (nothing else: see
+`node.engines.env`) and the passthrough env, add `CACHE_BUST` (unless
 the contract sets `cache: true`), exec the command; after a successful run export the mounted
 folders back to the host (a failed export is a logged warning). Stdout is the result; JSON
 stdout is also structured content.
@@ -108,8 +109,8 @@ class DaggerEngine:
         spec = parse_spec(contract)
         mounts = resolve_mounts(contract, spec, self.base_dir, self._roots, must_exist=True)
         passthrough = {n: self._environ[n] for n in spec.env_passthrough if n in self._environ}
-        reserved = {*spec.env, *spec.env_passthrough}
-        arg_env = arguments_as_env(tool, arguments, reserved=reserved)
+        reserved = {*spec.env, *spec.env_passthrough, CACHE_BUST}
+        arg_env = arguments_as_env(contract, arguments, reserved=reserved)
         timeout = spec.timeout or self.settings.default_timeout_seconds
         if self._closed:
             raise EngineUnavailable(f"tool {tool!r}: the dagger engine is closed")

@@ -1,23 +1,22 @@
-"""Turning call arguments into environment variables, safely (shared by process and dagger)."""
+"""Turning call arguments into environment variables, safely (shared by process and dagger).
+
+Arguments are data. Only the parameters a tool's contract declares become variables, and a
+contract can only declare names from an allow-list (`node.config.env_param_problem`: lower
+case, no proxy variables, no names shells treat specially), checked when the config loads.
+This module checks the same rules again on every call, so an engine handed arguments by any
+other path still sets nothing else.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
+from node.config import ToolContract, env_param_problem
 from protocols.errors import InvalidArguments
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Names that change how programs load or find code; an argument may never set them.
-PROTECTED_NAMES = frozenset({"PATH", "HOME", "SHELL", "IFS", "ENV", "BASH_ENV", "CACHE_BUST"})
-PROTECTED_PREFIXES = ("LD_", "PYTHON", "DYLD_", "PERL", "RUBY", "NODE_", "JAVA_TOOL")
-
-
-def is_protected(name: str) -> bool:
-    upper = name.upper()
-    return upper in PROTECTED_NAMES or upper.startswith(PROTECTED_PREFIXES)
+_LISTED = 10  # names quoted in one error message at most
 
 
 def env_value(value: Any) -> str:
@@ -25,24 +24,34 @@ def env_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def arguments_as_env(
-    tool: str, arguments: dict[str, Any], reserved: Iterable[str] = ()
-) -> dict[str, str]:
-    """Each argument becomes a variable of the same name.
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(n[:64]) for n in names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
 
-    Raises `InvalidArguments` naming the argument (never its value) when the name is not an
-    identifier, is protected, or would override a variable the contract itself sets.
+
+def arguments_as_env(
+    contract: ToolContract, arguments: dict[str, Any], reserved: Iterable[str] = ()
+) -> dict[str, str]:
+    """Each argument, which must be a declared parameter, becomes a variable of the same name.
+
+    Raises `InvalidArguments` naming the argument (never its value) when it is not declared
+    by the contract, when its name is not allowed for a variable, or when it would override
+    a variable the contract itself sets (`reserved`).
     """
+    tool = contract.name
+    declared = {p.name for p in contract.params}
+    undeclared = [name for name in arguments if name not in declared]
+    if undeclared:
+        raise InvalidArguments(
+            f"tool {tool!r}: undeclared argument(s) {_names(undeclared)}: only the tool's declared "
+            "parameters are passed to it"
+        )
     reserved_set = set(reserved)
     env: dict[str, str] = {}
     for name, value in arguments.items():
-        if not _IDENTIFIER.fullmatch(name):
-            raise InvalidArguments(
-                f"tool {tool!r}: argument name {name[:64]!r} cannot be an environment variable "
-                "(use letters, digits and _, not starting with a digit)"
-            )
-        if is_protected(name):
-            raise InvalidArguments(f"tool {tool!r}: argument {name!r} would set a protected variable")
+        problem = env_param_problem(name)
+        if problem:
+            raise InvalidArguments(f"tool {tool!r}: argument {name[:64]!r} {problem}")
         if name in reserved_set:
             raise InvalidArguments(
                 f"tool {tool!r}: argument {name!r} would override a variable the tool's contract sets"

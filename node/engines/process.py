@@ -1,7 +1,8 @@
 """`process` engine: a host process, with no isolation, only where the operator enables it.
 
 `engineSpec`: `command` (argv list, required), `env` (fixed variables), `timeout` (seconds),
-`cwd` (relative to the config file's folder). Arguments become environment variables.
+`cwd` (relative to the config file's folder). The declared parameters a call passes become
+environment variables (nothing else does: see `node.engines.env`).
 Stdout is the result (JSON stdout is also structured content); output past the limit kills
 the process and fails the call.
 """
@@ -72,7 +73,7 @@ class ProcessEngine:
         command, fixed_env, timeout, cwd = self._spec(contract)
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         env.update(fixed_env)
-        env.update(arguments_as_env(contract.name, arguments, reserved=fixed_env))
+        env.update(arguments_as_env(contract, arguments, reserved=fixed_env))
         deadline = min(deadline, trio.current_time() + timeout)
         limit = self.settings.max_output_bytes
         try:

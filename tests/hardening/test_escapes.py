@@ -18,8 +18,8 @@ from tests.dagger_fixtures import IMAGE, DaggerBackend
 from tests.helpers import make_node, node_config, wait_all_know
 from tests.raw_peer import frame, open_stream, raw_host, read_json
 
-ANY_ARGS = {  # declares no params: every argument name reaches the engine's env rules
-    "name": "any_args", "engine": "dagger",
+ONE_PARAM = {  # declares one parameter: every other name is refused before anything runs
+    "name": "one_param", "engine": "dagger", "params": [{"name": "ok_name", "type": "string"}],
     "engineSpec": {"image": IMAGE, "command": ["sh", "-c", "echo ran"], "env": {"LANG": "C"},
                    "env_passthrough": ["API_TOKEN"]},
 }
@@ -27,7 +27,8 @@ MOUNTED = {
     "name": "mounted", "engine": "dagger",
     "engineSpec": {"image": IMAGE, "command": ["sh", "-c", "ls /data"], "mounts": {"./data": "/data"}},
 }
-ESCAPING_NAMES = ["PATH", "LD_PRELOAD", "PYTHONPATH", "HOME", "CACHE_BUST", "LANG", "API_TOKEN", "a-b", "1x"]
+ESCAPING_NAMES = ["PATH", "LD_PRELOAD", "PYTHONPATH", "HOME", "CACHE_BUST", "LANG", "API_TOKEN", "a-b", "1x",
+                  "SHELLOPTS", "PS4", "GIT_SSH_COMMAND", "http_proxy", "path"]
 
 
 def dagger_node(config: NodeConfig, backend: DaggerBackend) -> Node:
@@ -41,20 +42,20 @@ async def test_env_and_mount_escapes_requested_by_a_remote_peer(dagger_backend: 
     outside = tmp_path.parent / f"{tmp_path.name}-outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("must not be readable")
-    provider = dagger_node(node_config("provider", [ANY_ARGS, MOUNTED]).with_base_dir(tmp_path), dagger_backend)
+    provider = dagger_node(node_config("provider", [ONE_PARAM, MOUNTED]).with_base_dir(tmp_path), dagger_backend)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(provider.running())
         caller = make_node(node_config("caller", bootstrap=provider.addrs[:1]))
         await stack.enter_async_context(caller.running())
-        await wait_all_know([caller], {"any_args", "mounted"})
-        assert (await caller.call("any_args", {"ok_name": "1"}, timeout=60)).result.text_output().strip() == "ran"
+        await wait_all_know([caller], {"one_param", "mounted"})
+        assert (await caller.call("one_param", {"ok_name": "1"}, timeout=60)).result.text_output().strip() == "ran"
         for name in ESCAPING_NAMES:
             with pytest.raises(InvalidArguments, match=name):
-                await caller.call("any_args", {name: "/tmp/evil"}, timeout=60)
+                await caller.call("one_param", {name: "/tmp/evil"}, timeout=60)
         # The Go node's wrapped argument shape cannot smuggle a protected name in either.
         async with raw_host() as go:
             stream = await open_stream(go, provider.addrs[0], "/praxis/tool/1.0.0")
-            await stream.write(frame({"id": "w", "name": "any_args", "timestamp": 1,
+            await stream.write(frame({"id": "w", "name": "one_param", "timestamp": 1,
                                       "arguments": {"args": {}, "params": {}, "secrets": {"LD_PRELOAD": "/x.so"}}}))
             response = await read_json(stream, timeout=30)
             assert response["error"]["code"] == -32602 and "LD_PRELOAD" in response["error"]["message"]
