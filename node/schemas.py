@@ -4,10 +4,10 @@ The MCP endpoint checks `tools/call` arguments before it routes a call. A peer's
 input schema in the peer's card, so the schema is a stranger's data, and checking against it must
 not let the stranger make this node do anything:
 
-- **No `$ref` leaves the document.** References are resolved through a registry that retrieves
-  nothing: `#/$defs/x`, anchors and `$id`s inside the schema resolve (as do the JSON Schema
-  meta-schemas bundled with jsonschema); a remote (`http:`), `file:` or any other outside
-  reference is never fetched or read.
+- **No `$ref` leaves the document.** References are resolved through a registry that holds the
+  document alone and retrieves nothing: `#/$defs/x`, anchors and `$id`s inside the schema
+  resolve; a remote (`http:`), `file:` or any other outside reference is never fetched or read,
+  and neither are the meta-schemas bundled with jsonschema.
 - **Bounded work.** A schema over `MAX_SCHEMA_BYTES` (as compact JSON) or `MAX_SCHEMA_DEPTH`
   is not checked here. A check stops after `MAX_STEPS` keyword evaluations or `MAX_SECONDS`,
   and `uniqueItems` is not checked on arrays over `MAX_UNIQUE_ITEMS` (its fallback is quadratic).
@@ -34,6 +34,7 @@ from itertools import islice
 from typing import Any, cast
 
 import jsonschema
+import referencing.jsonschema
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
@@ -72,6 +73,10 @@ def _retrieve_nothing(uri: str) -> Resource[Any]:
 
 
 # jsonschema's default registry fetches any unknown URI with a blocking urlopen (file: included).
+# Any other registry it combines with the meta-schemas it bundles, so the resolver is passed
+# instead: nothing but the document itself. A meta-schema reached by a `$ref` would be checked
+# by jsonschema's stock validator class (it switches classes at a `$schema`), whose keywords
+# run regexes, and its `$dynamicRef`s can lead back into the peer's schema.
 _NO_RETRIEVAL: Registry[Any] = Registry(retrieve=_retrieve_nothing)  # type: ignore[call-arg]
 
 
@@ -195,6 +200,12 @@ class _Prepared:
     document: dict[str, Any]
     pattern_properties: bool
 
+    def validator(self) -> Any:
+        specification = referencing.jsonschema.specification_with(
+            self.validator_class.ID_OF(self.validator_class.META_SCHEMA))
+        resolver = _NO_RETRIEVAL.resolver_with_root(specification.create_resource(self.document))
+        return self.validator_class(self.document, _resolver=resolver)
+
 
 def _prepare(schema: Mapping[str, Any]) -> _Prepared | None:
     """The schema ready to check with, or None when it is not checked here (logged why)."""
@@ -259,7 +270,7 @@ def schema_problem(schema: Mapping[str, Any], arguments: dict[str, Any]) -> str 
     token = _CHECK.set(_Check(deadline=time.monotonic() + MAX_SECONDS,
                               pattern_properties=prepared.pattern_properties))
     try:
-        validator = prepared.validator_class(prepared.document, registry=_NO_RETRIEVAL)
+        validator = prepared.validator()
         errors = list(islice(validator.iter_errors(arguments), MAX_ERRORS))
         errors.sort(key=lambda e: [(type(p).__name__, p) for p in e.path])
         problems = list(dict.fromkeys(_describe(err) for err in errors))[:SHOWN_ERRORS]
