@@ -1,11 +1,15 @@
 import os
+import resource
 import stat
+import subprocess
+import time
 
 import pytest
 import yaml
 
 from node.config import ConfigError, load_config
 from node.identity import load_or_create_identity, peer_id_of
+from tests.processes import CLI, ROOT
 
 
 def write(tmp_path, text):
@@ -210,3 +214,32 @@ def test_demo_config_still_loads(tmp_path):
     node = DemoNode(0, "demo-0", tmp_path, [*TOOLS, DAGGER_TOOL])
     config = parse_config(_config(node, []), env={})
     assert {t.name for t in config.agent.tools} == {t["name"] for t in node.tools}
+
+
+# -- the key file is a small regular file, never a device or a folder -----------------------------
+
+def test_key_file_that_is_a_folder_or_too_large_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"p2p.key_file: .* is not a regular file \(it is a folder\)"):
+        load_or_create_identity(tmp_path)
+    big = tmp_path / "big.key"
+    big.write_bytes(b"\0" * 100_000)
+    with pytest.raises(ConfigError, match=r"p2p.key_file: .*big.key is 100000 bytes, too large"):
+        load_or_create_identity(big)
+
+
+@pytest.mark.parametrize("key_file", ["/dev/zero", "fifo"])
+def test_key_file_device_or_fifo_fails_fast_in_praxis_node_id(tmp_path, key_file):
+    """`praxis-node id` used to read /dev/zero until memory ran out, and wait on a FIFO forever."""
+    if key_file == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    config = write(tmp_path, yaml.safe_dump({"p2p": {"key_file": key_file}}))
+
+    def bounded_memory() -> None:  # if the key were read unbounded, fail fast instead of eating RAM
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    started = time.monotonic()
+    done = subprocess.run([*CLI, "id", "-c", str(config)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, preexec_fn=bounded_memory)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "p2p.key_file" in done.stderr and "is not a regular file" in done.stderr
