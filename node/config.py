@@ -254,13 +254,41 @@ class NodeConfig(_Section):
         return next((t for t in self.agent.tools if t.name == name), None)
 
 
-_SECRET_KEYS = ("headers", "token", "env")
+# Keys whose values may be secrets: a config error never shows what was found under them.
+_SECRET_KEYS = frozenset({"headers", "token", "env", "secrets", "password", "authorization", "api_key"})
+_SECRET_FRAGMENTS = ("secret", "token", "password")
+# Errors that mean "a section, mapping or list was expected here": whatever was found instead
+# (`mcp: "token=..."`) may be a secret written in the wrong place, so only its type is shown.
+_CONTAINER_ERRORS = frozenset({
+    "model_type", "model_attributes_type", "dataclass_type", "dict_type", "mapping_type",
+    "list_type", "tuple_type", "set_type", "frozen_set_type", "iterable_type",
+})
 _CONTRACT_ERROR = "praxis_contract"
+_SHOWN_CHARS = 80
+_TYPE_NAMES = {"str": "string", "int": "number", "float": "number", "bool": "boolean", "dict": "mapping",
+               "list": "list", "NoneType": "null"}
 
 
 def _contract_error(message: str) -> PydanticCustomError:
     """A contract rule's error: `_describe` shows its message as it is, after the key."""
     return PydanticCustomError(_CONTRACT_ERROR, "{message}", {"message": message})
+
+
+def _is_secret_key(part: Any) -> bool:
+    name = str(part).lower()
+    return name in _SECRET_KEYS or any(fragment in name for fragment in _SECRET_FRAGMENTS)
+
+
+def _shown(err: Mapping[str, Any]) -> str:
+    """What a config error may say it found: a scalar's value, otherwise only its type."""
+    found = err.get("input")
+    if any(_is_secret_key(p) for p in err["loc"]):
+        return "(hidden)"
+    if isinstance(found, dict | list) or err["type"] in _CONTAINER_ERRORS:
+        kind = type(found).__name__
+        return f"a {_TYPE_NAMES.get(kind, kind)}"
+    text = repr(found)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
 def _describe(errors: list[Any], source: str) -> str:
@@ -270,9 +298,6 @@ def _describe(errors: list[Any], source: str) -> str:
         key = ""
         for part in loc:
             key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-        found = err.get("input")
-        secret = any(str(p) in _SECRET_KEYS for p in loc)
-        shown = "(hidden)" if secret else repr(found) if not isinstance(found, dict | list) else type(found).__name__
         if err["type"] == "missing":
             lines.append(f"  {key}: missing; expected {err['msg'].lower()}")
         elif err["type"] == "extra_forbidden":
@@ -280,7 +305,7 @@ def _describe(errors: list[Any], source: str) -> str:
         elif err["type"] == _CONTRACT_ERROR:
             lines.append(f"  {key}: {err['msg']}")
         else:
-            lines.append(f"  {key}: found {shown}; expected: {err['msg']}")
+            lines.append(f"  {key}: found {_shown(err)}; expected: {err['msg']}")
     return "\n".join(lines)
 
 

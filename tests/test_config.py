@@ -216,6 +216,30 @@ def test_demo_config_still_loads(tmp_path):
     assert {t.name for t in config.agent.tools} == {t["name"] for t in node.tools}
 
 
+# -- config errors never echo what may be a secret --------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    'mcp: "token=s3cret"\n',
+    "mcp: {servers: 'Authorization: Bearer s3cret'}\n",
+    "mcp: {servers: ['s3cret']}\n",
+    "p2p: {bootstrap_nodes: 's3cret'}\n",
+    "agent: 's3cret'\n",
+    "mcp: {token: [s3cret]}\n",
+    "mcp: {servers: [{name: s, env: {A: [s3cret]}}]}\n",
+])
+def test_config_errors_never_echo_a_misplaced_value(tmp_path, text):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={})
+    message = str(err.value)
+    assert "s3cret" not in message
+    assert "found a string" in message or "(hidden)" in message or "found a list" in message
+
+
+def test_config_errors_still_show_ordinary_scalars(tmp_path):
+    with pytest.raises(ConfigError, match=r"p2p.port: found 'abc'"):
+        load_config(write(tmp_path, "p2p: {port: abc}\n"), env={})
+
+
 # -- the key file is a small regular file, never a device or a folder -----------------------------
 
 def test_key_file_that_is_a_folder_or_too_large_is_a_config_error(tmp_path):
