@@ -17,7 +17,7 @@ from node.config import ConfigError
 
 log = logging.getLogger("praxis.identity")
 
-# An Ed25519 key file is 68 bytes; an RSA-4096 key about 2.4 KiB. Nothing larger is read.
+# An Ed25519 key file is 36 bytes; an RSA-4096 key about 2.4 KiB. Nothing larger is read.
 MAX_KEY_FILE_BYTES = 8192
 
 
