@@ -109,7 +109,7 @@ def regexes_recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 def test_a_remote_ref_is_never_fetched() -> None:
     with SilentListener() as listener:
-        schemas = [
+        schemas: list[dict[str, Any]] = [
             {"type": "object", "properties": {"x": {"$ref": listener.url()}}},
             {"$ref": listener.url("/root.json#/$defs/a")},
             # A relative ref against an `$id` naming the listener.
@@ -190,7 +190,7 @@ def test_with_regexes_skipped_the_other_rules_still_hold_and_valid_calls_pass() 
         "missing required argument(s) ['q']"
     # ... and a skipped regex never makes valid arguments look invalid, even under a negation
     # (regression guard: deleting `pattern` from the schema would reject each of these).
-    valid = [
+    valid: list[tuple[dict[str, Any], dict[str, Any]]] = [
         ({"properties": {"x": {"not": {"pattern": "^a"}}}}, {"x": "bcd"}),
         ({"properties": {"x": {"oneOf": [{"pattern": "^a"}, {"pattern": "^b"}]}}}, {"x": "bcd"}),
         ({"properties": {"x": {"if": {"pattern": "^a"}, "then": {"maxLength": 1}}}}, {"x": "bcd"}),
