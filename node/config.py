@@ -401,6 +401,8 @@ ENV_PARAM_RULE = (
 
 def env_param_problem(name: str) -> str | None:
     """Why `name` cannot be a parameter of a process or dagger tool; None when it can."""
+    if len(name) > 64:
+        return "is longer than 64 characters"
     if not _ENV_PARAM.fullmatch(name):
         return "is not a lower-case name"
     if name.endswith(_ENV_PARAM_SUFFIXES):
