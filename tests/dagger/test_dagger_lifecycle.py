@@ -87,7 +87,8 @@ async def test_concurrency_bound_is_respected(dagger_backend: DaggerBackend, tmp
     eng = make_engine(dagger_backend, tmp_path, max_concurrency=bound)
     # Each container reports when it ran (the host kernel's uptime, shared by containers).
     contract = dagger_contract(
-        command=["sh", "-c", "cut -d' ' -f1 /proc/uptime; sleep 0.5; cut -d' ' -f1 /proc/uptime"]
+        params=[{"name": "call"}],
+        command=["sh", "-c", "cut -d' ' -f1 /proc/uptime; sleep 0.5; cut -d' ' -f1 /proc/uptime"],
     )
     standin = dagger_backend.standin
     if standin is not None:
@@ -143,22 +144,19 @@ async def test_queued_call_gets_busy_at_its_deadline(dagger_backend: DaggerBacke
 
 async def test_cache_busting_on_and_off(dagger_backend: DaggerBackend, engine: DaggerEngine) -> None:
     cmd = ["sh", "-c", 'echo "${CACHE_BUST-none}"; cat /proc/sys/kernel/random/uuid']
-    busted = [
-        (await engine.execute(dagger_contract(command=cmd), {"x": "1"}, deadline())).text_output() for _ in range(2)
-    ]
+    busting = dagger_contract(params=[{"name": "x"}], command=cmd)
+    caching = dagger_contract(params=[{"name": "x"}], command=cmd, cache=True)
+    busted = [(await engine.execute(busting, {"x": "1"}, deadline())).text_output() for _ in range(2)]
     assert busted[0] != busted[1]
     assert all(out.split()[0].isdigit() for out in busted)
     before = dagger_backend.stats()
-    cached = [
-        (await engine.execute(dagger_contract(command=cmd, cache=True), {"x": "1"}, deadline())).text_output()
-        for _ in range(2)
-    ]
+    cached = [(await engine.execute(caching, {"x": "1"}, deadline())).text_output() for _ in range(2)]
     assert cached[0] == cached[1]
     assert cached[0].split()[0] == "none"
     after = dagger_backend.stats()
     if before is not None and after is not None:
         assert after["started"] == before["started"] + 1  # the second call reused the first run
-    other = await engine.execute(dagger_contract(command=cmd, cache=True), {"x": "2"}, deadline())
+    other = await engine.execute(caching, {"x": "2"}, deadline())
     assert other.text_output() != cached[0]  # different arguments are a different run
 
 

@@ -37,7 +37,8 @@ async def test_json_stdout_is_also_structured(engine: DaggerEngine) -> None:
 
 
 async def test_arguments_become_env(engine: DaggerEngine) -> None:
-    contract = dagger_contract(command=["sh", "-c", 'printf "%s|%s|%s" "$text" "$count" "$opts"'])
+    params = [{"name": "text"}, {"name": "count", "type": "number"}, {"name": "opts", "type": "object"}]
+    contract = dagger_contract(params=params, command=["sh", "-c", 'printf "%s|%s|%s" "$text" "$count" "$opts"'])
     args = {"text": "two words\nand 'quotes' \"here\"", "count": 3, "opts": {"a": [1]}}
     result = await engine.execute(contract, args, deadline())
     assert result.text_output() == 'two words\nand \'quotes\' "here"|3|{"a":[1]}'
@@ -59,7 +60,8 @@ async def test_passthrough_set_and_unset_never_leaks(
             env_passthrough=["API_TOKEN", "NOT_SET_HERE"],
         )
         assert (await eng.execute(check, {}, deadline())).text_output() == "set\nabsent\n"
-        echo = dagger_contract(command=["sh", "-c", "echo token=$API_TOKEN"], env_passthrough=["API_TOKEN"])
+        echo = dagger_contract(params=[{"name": "note"}], command=["sh", "-c", "echo token=$API_TOKEN"],
+                               env_passthrough=["API_TOKEN"])
         result = await eng.execute(echo, {"note": "argument-value-7c1"}, deadline())
         assert SECRET not in result.model_dump_json()
         assert result.text_output() == "token=***\n"
