@@ -221,6 +221,8 @@ class LimitsSection(_Section):
     max_connections_per_ip: int = Field(default=16, ge=1, le=10000)
     # Streams open at once on one peer's connection (both directions).
     max_streams_per_peer: int = Field(default=256, ge=8, le=10000)
+    # Card exchanges one peer may start per minute (each costs parsing and re-listing).
+    max_card_pushes_per_minute: int = Field(default=12, ge=1)
 
 
 class PolicySection(_Section):
