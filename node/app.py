@@ -32,7 +32,7 @@ from node.engines.python import PythonEngine
 from node.engines.remote_mcp import RemoteMcpEngine
 from node.host import build_host, full_addrs, listen_multiaddr, parse_peer_addr
 from node.identity import load_or_create_identity
-from node.local_tools import LocalTools
+from node.local_tools import LocalTools, json_size
 from node.mcp_clients import McpClientPool
 from node.mcp_server import MeshMcpEndpoint
 from node.mcp_upstreams import McpUpstreams
@@ -55,6 +55,7 @@ from protocols.wire import WireLimits, closing_stream, end_stream
 log = logging.getLogger("praxis.node")
 
 CAPABILITIES = ["tools", "mcp"]
+PEER_LIST_TOOL_BYTES = 2 * 1024 * 1024  # tools listed in one peer list, as JSON
 STOP_TIMEOUT = 5.0  # for closing connections, then engines, when the node stops
 
 
@@ -156,14 +157,24 @@ class Node:
         )
 
     def peer_list(self) -> PeerList:
-        """The peers this node knows, as many as one list may hold."""
+        """The peers this node knows, as many as one list may hold.
+
+        Tools are listed while the list stays under `PEER_LIST_TOOL_BYTES`; past that, peers
+        are listed without them, so the frame stays far below any reader's limit.
+        """
         records: list[PeerRecord] = []
+        budget = PEER_LIST_TOOL_BYTES
         for entry in self.directory.peers():
             if len(records) == MAX_PEERS_LISTED:
                 break
+            tools = list(entry.card.tools)
+            size = json_size([t.to_wire() for t in tools])
+            if size > budget:
+                tools = []
+            budget -= size if tools else 0
             try:
                 records.append(PeerRecord(peer_id=entry.peer_id, name=entry.card.name, addrs=entry.card.addrs,
-                                          tools=list(entry.card.tools)))
+                                          tools=tools))
             except ValueError:  # pydantic's ValidationError: not listable; skip it, serve the rest
                 continue
         return PeerList(peers=records)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import Any
 
 # Third-party loggers kept at WARNING even at --log-level DEBUG: some of them log request and
 # response bodies at DEBUG (sse_starlette, httpcore2, gql), which would carry argument values.
@@ -33,11 +34,16 @@ def _escape_char(match: re.Match[str]) -> str:
 
 
 class OneLineFormatter(logging.Formatter):
-    """Escapes the message; a traceback (from the node's own code) stays as it is."""
+    """Escapes the message; a traceback is indented under it."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         record.message = escape_message(record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        # A traceback spans lines by nature; indented, no line of it can pass for a log line,
+        # even one quoting an exception's text.
+        return "\n".join("    " + _CONTROL.sub(_escape_char, line) for line in super().formatException(ei).splitlines())
 
 
 def configure_logging(level: str = "INFO", name: str | None = None) -> None:

@@ -77,10 +77,18 @@ def test_formatter_escapes_the_message_of_a_record_with_a_traceback():
         raise RuntimeError("boom")
     except RuntimeError:
         exc_info = sys.exc_info()
+    try:
+        raise RuntimeError(f"quoting a peer: x\n{FORGED}")
+    except RuntimeError:
+        quoting = sys.exc_info()
     out = formatter.format(record("serving %s failed", f"x\n{FORGED}", exc_info=exc_info))
     first, *traceback = out.split("\n")
     assert LINE.match(first) and f"serving x\\n{FORGED} failed" in first
-    assert traceback[0] == "Traceback (most recent call last):"  # the node's own traceback, as it is
+    assert traceback[0] == "    Traceback (most recent call last):"  # indented under its message
+    # An exception text quoting peer data cannot start a line that looks like the node's own.
+    out = formatter.format(record("serving failed", exc_info=quoting))
+    assert all(line.startswith("    ") for line in out.split("\n")[1:])
+    assert not any(LINE.match(line) for line in out.split("\n")[1:])
 
 
 def test_configure_logging_writes_one_line_per_message():

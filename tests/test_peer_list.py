@@ -63,3 +63,23 @@ async def test_peers_stream_is_served_with_more_than_256_peers():
         response = await read_json(stream, timeout=10)
         assert response["result"]["isError"] is False
         assert response["result"]["content"][0]["text"] == "still here"
+
+
+async def test_peer_list_stays_small_when_peers_carry_big_cards():
+    """128 peers with near-1 MiB cards would make a 128 MiB list no reader accepts: past a byte
+    budget, peers are listed without their tools, and the list still fits in one frame."""
+    from node.app import PEER_LIST_TOOL_BYTES
+
+    node = make_node(node_config("lister"))
+    ids = peer_ids(40)
+    description = "d" * 4000
+    async with running(node):
+        for i, peer_id in enumerate(ids):
+            node.directory.update(Card.model_validate({"name": f"peer-{i}", "peerId": peer_id, "tools": [
+                {"name": f"tool{i}_{j}", "description": description} for j in range(50)]}))
+        listed = node.peer_list()
+    assert len(listed.peers) == len(ids)  # every peer is still listed
+    with_tools = [r for r in listed.peers if r.tools]
+    assert 0 < len(with_tools) < len(ids)
+    assert len(listed.model_dump_json(by_alias=True)) < PEER_LIST_TOOL_BYTES + 64 * 1024
+    assert len(listed.model_dump_json(by_alias=True)) < node.limits.max_frame_bytes
