@@ -169,10 +169,15 @@ class ConnectionGuard(INotifee):
         open_now = sum(len(conn.get_streams()) for conn in self.swarm.get_connections(peer))
         if open_now <= self.limits.max_streams_per_peer:
             return
-        outbound = getattr(getattr(stream, "muxed_stream", None), "is_initiator", False)
+        outbound = bool(getattr(getattr(stream, "muxed_stream", None), "is_initiator", False))
         self._refusals.refused("stream", "refused %s stream %s peer %s: %d streams open on its connection "
                                "(limits.max_streams_per_peer=%d)", "an outbound" if outbound else "a",
                                "to" if outbound else "from", peer, open_now - 1, self.limits.max_streams_per_peer)
+        # py-libp2p took a slot of its global stream semaphore and resource manager for this
+        # stream, and gives them back when the stream closes, but only for a stream tagged with
+        # its direction, which it does after this notification. Untagged, a reset here would
+        # leak both: tag it as the library would.
+        stream._direction = Direction.OUTBOUND if outbound else Direction.INBOUND  # type: ignore[attr-defined]
         await stream.reset()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
