@@ -7,6 +7,7 @@ tests see exactly the bytes a foreign implementation would send.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from libp2p.stream_muxer.exceptions import MuxedStreamError
 
 from node.config import LimitsSection, P2PSection
 from node.host import build_host, parse_peer_addr
+from protocols.tool import TOOL_PROTOCOL
 
 
 @asynccontextmanager
@@ -39,6 +41,26 @@ async def open_stream(host: IHost, addr: str, protocol: str) -> INetStream:
     with trio.fail_after(5):
         await host.connect(info)
         return await host.new_stream(info.peer_id, [protocol])  # type: ignore[list-item]
+
+
+async def connect_from(host: IHost, addr: str, source_ip: str) -> None:
+    """Connect to `addr` from the local address `source_ip`: on Linux every 127.x.y.z is a
+    loopback address, so a peer connecting from 127.0.0.2 is a peer from another IP."""
+    info = parse_peer_addr(addr)
+    with trio.fail_after(5):
+        await host.get_network().dial_addr(info.addrs[0], info.peer_id, source=(source_ip, 0))  # type: ignore[call-arg]
+
+
+async def call_tool(host: IHost, addr: str, name: str, arguments: dict[str, Any], request_id: str = "raw-1") -> Any:
+    """One tool call by hand (a Go-style request frame); returns the response frame as JSON."""
+    stream = await open_stream(host, addr, TOOL_PROTOCOL)
+    try:
+        await stream.write(frame({"id": request_id, "name": name, "arguments": arguments,
+                                  "timestamp": int(time.time() * 1000)}))
+        return await read_json(stream)
+    finally:
+        with trio.move_on_after(2):
+            await stream.close()
 
 
 async def read_line(stream: INetStream, timeout: float = 5.0, limit: int = 1 << 20) -> bytes:
