@@ -218,7 +218,7 @@ class LimitsSection(_Section):
     max_result_bytes: int = Field(default=4 * MiB, ge=64)  # a tool's result, as JSON
     # Connections open at once: in total, and from one remote IP address (inbound).
     max_connections: int = Field(default=128, ge=2, le=10000)
-    max_connections_per_ip: int = Field(default=16, ge=1, le=10000)
+    max_connections_per_ip: int = Field(default=32, ge=1, le=10000)
     # Streams open at once on one peer's connection (both directions).
     max_streams_per_peer: int = Field(default=256, ge=8, le=10000)
     # Card exchanges one peer may start per minute (each costs parsing and re-listing).

@@ -18,7 +18,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from node.config import ConfigError, LimitsSection, P2PSection
 from node.connection_limits import ConnectionGuard, connection_config
-from node.libp2p_patches import release_inbound_slot_on_close
+from node.libp2p_patches import disable_auto_connector, release_inbound_slot_on_close
 
 
 def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHost:
@@ -36,6 +36,7 @@ def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHo
     if not isinstance(swarm, Swarm):  # new_host always builds a Swarm; the hooks below need one
         raise TypeError(f"unexpected libp2p network type {type(swarm).__name__}")
     release_inbound_slot_on_close(swarm)
+    disable_auto_connector(swarm)
     ConnectionGuard(swarm, limits).install()
     return host
 

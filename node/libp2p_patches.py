@@ -69,3 +69,22 @@ def release_inbound_slot_on_close(swarm: Swarm) -> None:
 async def _cancel_when_closed(conn: SwarmConn, scope: trio.CancelScope) -> None:
     await conn.event_closed.wait()  # set as soon as SwarmConn.close() begins, whoever closes it
     scope.cancel()
+
+
+def disable_auto_connector(swarm: Swarm) -> None:
+    """Switch off py-libp2p's AutoConnector on this swarm.
+
+    **Dials nobody asked for (py-libp2p 0.8.1, `libp2p/network/auto_connector.py`).** Every
+    30 s, and whenever a connection closes, the AutoConnector dials peers from the peerstore
+    until the node holds about `(low_watermark + high_watermark) / 2` connections. The
+    peerstore fills with what peers say (peer lists, identify), so a peer could aim this
+    node's dials at addresses of its choosing, again and again, past every budget of
+    node/dial_budget.py. The node keeps its bootstrap peers connected itself (node/dialer.py)
+    and dials discovered peers within those budgets, so the AutoConnector has no job here.
+    `maybe_connect` is what both of its triggers call; on this swarm it does nothing.
+    """
+
+    async def no_auto_connect() -> None:
+        return None
+
+    swarm.auto_connector.maybe_connect = no_auto_connect  # type: ignore[method-assign]

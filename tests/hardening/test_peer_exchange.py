@@ -75,3 +75,33 @@ async def test_one_peer_list_causes_a_bounded_number_of_dials():
     assert len(failed.matches) == dial_budget.PER_ADDRESS_PER_MINUTE
     assert 1 <= connects <= dial_budget.PER_ADDRESS_PER_MINUTE * 4  # py-libp2p may retry one dial
     print(json.dumps({"listed_peers": len(records), "connects": connects}))
+
+
+async def test_the_node_never_dials_peerstore_entries_on_its_own():
+    """py-libp2p's AutoConnector dials whatever the peerstore holds (addresses peers told us);
+    on a node's host it is switched off (node/libp2p_patches.py `disable_auto_connector`)."""
+    from libp2p.network.swarm import Swarm
+    from multiaddr import Multiaddr
+
+    connects = 0
+
+    async def count(stream: trio.SocketStream) -> None:
+        nonlocal connects
+        connects += 1
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, count, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        node = make_node(node_config("quiet"))
+        async with node.running():
+            assert node.host is not None
+            swarm = node.host.get_network()
+            assert isinstance(swarm, Swarm)
+            for _ in range(5):  # what a hostile peer list or identify would leave behind
+                peer = ID.from_base58(fake_peer_id())
+                node.host.get_peerstore().add_addrs(peer, [Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")], 3600)
+            with trio.fail_after(30):
+                await swarm.auto_connector.maybe_connect()  # returns once its dials are done
+        nursery.cancel_scope.cancel()
+    assert connects == 0
