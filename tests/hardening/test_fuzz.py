@@ -397,16 +397,25 @@ async def send_and_collect(stream: Any, payload: Payload) -> tuple[bytes, bool, 
     except StreamError:  # the node cut an oversized frame short and reset the stream
         how = "cut while writing"
     answer = bytearray()
-    with trio.move_on_after(IDLE + 2):
-        try:
-            while True:
-                chunk = await stream.read(65536)
-                if not chunk:
-                    return bytes(answer), True, how
-                answer += chunk
-        except StreamError:  # StreamEOF / StreamReset: the node ended the stream
-            return bytes(answer), True, how
-    return bytes(answer), False, how
+    try:
+        with trio.move_on_after(IDLE + 2):
+            try:
+                while True:
+                    chunk = await stream.read(65536)
+                    if not chunk:
+                        return bytes(answer), True, how
+                    answer += chunk
+            except StreamError:  # StreamEOF / StreamReset: the node ended the stream
+                return bytes(answer), True, how
+        return bytes(answer), False, how
+    finally:
+        # Our side of the stream too: a stream the node closed is only half-closed until we
+        # close ours, and counts against limits.max_streams_per_peer until then.
+        with trio.move_on_after(2):
+            try:
+                await stream.reset()
+            except Exception:  # already gone
+                pass
 
 
 async def test_handlers_over_real_streams(figures):
