@@ -23,34 +23,34 @@ from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from node.config import ConfigError, NodeConfig, ToolContract
-from node.dial_budget import PER_LIST, DialBudget
-from node.dialer import Dialer, is_connected, parse_bootstrap
-from node.engines.base import ExecutionEngine
-from node.engines.lazy import LazyEngine
-from node.engines.process import ProcessEngine
-from node.engines.python import PythonEngine
-from node.engines.remote_mcp import RemoteMcpEngine
-from node.host import build_host, full_addrs, listen_multiaddr, parse_peer_addr
-from node.identity import load_or_create_identity
-from node.local_tools import LocalTools, json_size
-from node.mcp_clients import McpClientPool
-from node.mcp_server import MeshMcpEndpoint
-from node.mcp_upstreams import McpUpstreams
-from node.mdns import MdnsBridge
-from node.origins import OriginCheck
-from node.peers import PeerDirectory
-from node.rate import RateWindow
-from node.router import Routed, Router, UpstreamTools
-from node.service import ToolService
-from node.signals import ChangeSignal
-from node.tasks import isolated_handler, start_isolated
+from node.mcp.clients import McpClientPool
+from node.mcp.endpoint import MeshMcpEndpoint
+from node.mcp.upstreams import McpUpstreams
+from node.mesh.dial_budget import PER_LIST, DialBudget
+from node.mesh.dialer import Dialer, is_connected, parse_bootstrap
+from node.mesh.directory import PeerDirectory
+from node.mesh.host import build_host, full_addrs, listen_multiaddr, parse_peer_addr
+from node.mesh.identity import load_or_create_identity
+from node.mesh.mdns import MdnsBridge
+from node.mesh.origins import OriginCheck
+from node.mesh.router import Routed, Router, UpstreamTools
+from node.mesh.service import ToolService
+from node.runtime.rate import RateWindow
+from node.runtime.signals import ChangeSignal
+from node.runtime.tasks import isolated_handler, start_isolated
+from node.tools.engines.base import ExecutionEngine
+from node.tools.engines.lazy import LazyEngine
+from node.tools.engines.process import ProcessEngine
+from node.tools.engines.python import PythonEngine
+from node.tools.engines.remote_mcp import RemoteMcpEngine
+from node.tools.local import LocalTools, json_size
 from protocols.card import CARD_PROTOCOL, exchange_cards
 from protocols.errors import InvalidRequest, PeerUnreachable, PraxisError, TooLarge, ToolTimeout
 from protocols.messages import CallOrigin, Card, ToolRequest, ToolResponse, ToolSpec
 from protocols.origin import sign_origin
 from protocols.peers import MAX_PEERS_LISTED, PEERS_PROTOCOL, PeerList, PeerRecord, read_peer_list, send_peer_list
+from protocols.streams import WireLimits, closing_stream, end_stream
 from protocols.tool import TOOL_PROTOCOL, request_tool, serve_tool_stream
-from protocols.wire import WireLimits, closing_stream, end_stream
 
 log = logging.getLogger("praxis.node")
 
@@ -384,7 +384,7 @@ class Node:
 
         A peer list is the peer's word, not proven: a dial only succeeds where Noise proves the
         listed peer ID, one address is tried per listed peer, and every dial is budgeted
-        (node/dial_budget.py), so no list can aim this node's dials at an address at will.
+        (node/mesh/dial_budget.py), so no list can aim this node's dials at an address at will.
         """
         try:
             peers = await self.fetch_peer_list(peer_id, timeout=self.limits.idle_timeout)
@@ -511,7 +511,7 @@ def default_engines(config: NodeConfig) -> dict[str, ExecutionEngine]:
     """One instance of every engine this node can run, created once."""
 
     def dagger_engine() -> ExecutionEngine:
-        from node.engines.dagger import DaggerEngine
+        from node.tools.engines.dagger import DaggerEngine
 
         return DaggerEngine(config.engines.dagger, config.base_dir)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from protocols.codec import parse_model
 from protocols.errors import InvalidRequest
 from protocols.messages import Card
-from protocols.wire import WireLimits, parse_model
+from protocols.streams import WireLimits
 
 CARD_PROTOCOL = "/praxis/card/1.0.0"
 # A card is far smaller than a tool frame may be: 256 tools with modest schemas fit in 1 MiB.

@@ -8,7 +8,7 @@ authenticated peer is not who asked. The origin therefore signs what it asks for
 
 `target` is the peer the origin sent the call to (its first hop). The origin's public key is
 the one embedded in its Ed25519 peer ID, so a proof names no key of its own. Whoever checks a
-proof also keeps the nonces it has seen until they expire (see node/origins.py): a proof is
+proof also keeps the nonces it has seen until they expire (see node/mesh/origins.py): a proof is
 good for one call on each node.
 """
 

@@ -12,8 +12,9 @@ from typing import Any
 from libp2p.peer.id import ID
 from pydantic import Field, field_validator
 
+from protocols.codec import parse_model
 from protocols.messages import Addr, ToolSpec, _WireModel
-from protocols.wire import WireLimits, parse_model
+from protocols.streams import WireLimits
 
 PEERS_PROTOCOL = "/praxis/peers/1.0.0"
 MAX_PEERS_LISTED = 256

@@ -8,9 +8,10 @@ from typing import Any
 
 import trio
 
+from protocols.codec import parse_model
 from protocols.errors import InvalidRequest, PraxisError, TooLarge
 from protocols.messages import ToolRequest, ToolResponse
-from protocols.wire import WireLimits, end_stream, parse_model
+from protocols.streams import WireLimits, end_stream
 
 TOOL_PROTOCOL = "/praxis/tool/1.0.0"
 

@@ -22,9 +22,9 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from node.cli.logs import configure_logging  # noqa: E402
 from node.config import LimitsSection, P2PSection  # noqa: E402
-from node.host import build_host, parse_peer_addr  # noqa: E402
-from node.logs import configure_logging  # noqa: E402
+from node.mesh.host import build_host, parse_peer_addr  # noqa: E402
 from tests.helpers import make_node, node_config, py_tool, start_mesh, wait_all_know  # noqa: E402
 
 BASELINE_PROTOCOL = "/bench/echo/1.0.0"
@@ -112,12 +112,12 @@ async def throughput_across_processes(concurrency: int, total: int, workdir: Pat
     config = workdir / "provider.yaml"
     config.write_text(yaml.safe_dump({
         "agent": {"name": "provider", "tools": [
-            {"name": "noop", "engine": "python", "engineSpec": {"callable": "node.demo_tools:noop"}}]},
+            {"name": "noop", "engine": "python", "engineSpec": {"callable": "node.cli.demo_tools:noop"}}]},
         "p2p": {"port": 0, "enable_mdns": False}, "mcp": {"enabled": False},
         "limits": {"max_inflight_per_peer": 256},
     }))
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "node.cli", "run", "-c", str(config), "--announce", "--log-level", "WARNING"],
+        [sys.executable, "-m", "node.cli.main", "run", "-c", str(config), "--announce", "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
     )
     try:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from node.config import DaggerEngineSettings, ToolContract
-from node.engines.dagger import DaggerEngine
+from node.tools.engines.dagger import DaggerEngine
 from tests.dagger_standin.daemon import PrivateDockerDaemon, missing_requirements
 from tests.dagger_standin.launcher import StandinProcess
 

@@ -11,8 +11,8 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.app import Node
 from node.config import NodeConfig, parse_config
-from node.router import Router
-from node.signals import ChangeSignal
+from node.mesh.router import Router
+from node.runtime.signals import ChangeSignal
 
 
 def py_tool(name: str, func: str, params: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:

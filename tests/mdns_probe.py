@@ -12,8 +12,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from node.cli.logs import configure_logging  # noqa: E402
 from node.config import parse_config  # noqa: E402
-from node.logs import configure_logging  # noqa: E402
 from tests.helpers import make_node, py_tool, wait_all_know  # noqa: E402
 
 

@@ -16,7 +16,7 @@ import trio
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "node.cli"]
+CLI = [sys.executable, "-m", "node.cli.main"]
 
 
 def write_config(folder: Path, name: str, tools: list[dict[str, Any]], bootstrap: list[str],

@@ -20,7 +20,7 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 
 from node.config import LimitsSection, P2PSection
-from node.host import build_host, parse_peer_addr
+from node.mesh.host import build_host, parse_peer_addr
 from protocols.tool import TOOL_PROTOCOL
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from node.config import ConfigError, load_config
-from node.identity import load_or_create_identity, peer_id_of
+from node.mesh.identity import load_or_create_identity, peer_id_of
 from tests.processes import CLI, ROOT
 
 
@@ -208,8 +208,8 @@ def test_duplicate_parameters_are_refused(tmp_path):
 
 
 def test_demo_config_still_loads(tmp_path):
+    from node.cli.demo import DAGGER_TOOL, TOOLS, DemoNode, _config
     from node.config import parse_config
-    from node.demo import DAGGER_TOOL, TOOLS, DemoNode, _config
 
     node = DemoNode(0, "demo-0", tmp_path, [*TOOLS, DAGGER_TOOL])
     config = parse_config(_config(node, []), env={})

@@ -8,11 +8,11 @@ import sys
 import pytest
 import trio
 
-from node.arguments import check_arguments
 from node.config import ProcessEngineSettings, ToolContract
-from node.engines.env import arguments_as_env
-from node.engines.process import ProcessEngine
-from node.engines.python import PythonEngine
+from node.tools.arguments import check_arguments
+from node.tools.engines.env import arguments_as_env
+from node.tools.engines.process import ProcessEngine
+from node.tools.engines.python import PythonEngine
 from protocols.errors import (
     ContractError,
     EngineUnavailable,
@@ -177,7 +177,7 @@ def test_argument_errors_are_bounded():
 
 
 async def test_local_tools_honour_the_contract_flag():
-    from node.local_tools import LocalTools
+    from node.tools.local import LocalTools
 
     strict = ToolContract(name="strict", engine="python", engine_spec={"callable": "tests.sample_tools:names"})
     open_ = ToolContract(name="open", engine="python", engine_spec={"callable": "tests.sample_tools:names"},
@@ -191,7 +191,7 @@ async def test_local_tools_honour_the_contract_flag():
 
 
 async def test_argument_and_result_size_limits():
-    from node.local_tools import LocalTools
+    from node.tools.local import LocalTools
 
     echo = py("echo", [ToolParameter(name="text", required=True)])
     local = LocalTools([echo], {"python": PythonEngine()}, max_argument_bytes=100, max_result_bytes=200)

@@ -1,7 +1,7 @@
 import pytest
 
+from protocols.codec import FrameDecoder, decode_json, encode_json
 from protocols.errors import InvalidRequest, TooLarge
-from protocols.framing import FrameDecoder, decode_json, encode_json
 
 
 def test_frames_split_across_feeds_are_reassembled():

@@ -1,4 +1,4 @@
-"""node/logs.py: every log message is one escaped, bounded line (issue 8, finding 10)."""
+"""node/cli/logs.py: every log message is one escaped, bounded line (issue 8, finding 10)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from node.logs import MAX_MESSAGE, OneLineFormatter, escape_message
+from node.cli.logs import MAX_MESSAGE, OneLineFormatter, escape_message
 from tests.processes import ROOT
 
 FORGED = "12:00:00 INFO    praxis.node: forged"
@@ -96,7 +96,7 @@ def test_configure_logging_writes_one_line_per_message():
     forged_name = f"nope\n{FORGED}"
     script = (
         "import logging\n"
-        "from node.logs import configure_logging\n"
+        "from node.cli.logs import configure_logging\n"
         "configure_logging('INFO', 'victim')\n"
         "log = logging.getLogger('praxis.node')\n"
         f"log.info('call %s refused', {forged_name!r})\n"

@@ -11,10 +11,10 @@ import pytest
 import trio
 
 from node.config import ToolContract
-from node.engines.python import PythonEngine
-from node.local_tools import LocalTools
-from node.peers import PeerDirectory
-from node.router import Router, variant_name
+from node.mesh.directory import PeerDirectory
+from node.mesh.router import Router, variant_name
+from node.tools.engines.python import PythonEngine
+from node.tools.local import LocalTools
 from protocols.errors import Busy, NoProvider, PeerUnreachable, ToolExecutionError, ToolNotFound
 from protocols.messages import Card, ToolRequest, ToolResponse, ToolResult, ToolSpec
 
@@ -153,7 +153,7 @@ async def test_an_old_latency_estimate_is_forgotten(autojump_clock):
 
 
 class FakeUpstreams:
-    """This node's own MCP servers (a test double of node/mcp_upstreams.py's McpUpstreams)."""
+    """This node's own MCP servers (a test double of node/mcp/upstreams.py's McpUpstreams)."""
 
     def __init__(self, names: list[str]) -> None:
         self.specs = {n: ("private", ToolSpec(name=n, description="ours")) for n in names}

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from node.config import DaggerEngineSettings
-from node.engines.dagger import DaggerEngine
+from node.tools.engines.dagger import DaggerEngine
 from protocols.errors import Busy, EngineUnavailable, ToolTimeout
 from tests.dagger_fixtures import DaggerBackend, dagger_contract, make_engine
 from tests.dagger_standin.launcher import wait_until

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from node.engines.dagger import DaggerEngine
+from node.tools.engines.dagger import DaggerEngine
 from protocols.errors import ContractError, InvalidArguments, ToolExecutionError
 from tests.dagger_fixtures import DaggerBackend, dagger_contract, make_engine
 
@@ -236,6 +236,6 @@ async def test_protected_env_names(
 
 def test_no_forbidden_imports() -> None:
     source = (Path(__file__).resolve().parents[2] / "node" / "engines" / "dagger.py").read_text()
-    for forbidden in ("node.host", "node.peers", "node.router", "node.mcp_server"):
+    for forbidden in ("node.mesh.host", "node.mesh.directory", "node.mesh.router", "node.mcp.endpoint"):
         assert forbidden not in source
     assert os.path.getsize(Path(__file__).resolve().parents[2] / "node" / "engines" / "dagger.py") < 20_000

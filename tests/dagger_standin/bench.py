@@ -14,7 +14,7 @@ from pathlib import Path
 import trio
 
 from node.config import DaggerEngineSettings, ToolContract
-from node.engines.dagger import DaggerEngine
+from node.tools.engines.dagger import DaggerEngine
 from tests.dagger_standin.daemon import PrivateDockerDaemon, missing_requirements
 from tests.dagger_standin.launcher import StandinProcess
 

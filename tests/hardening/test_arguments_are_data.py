@@ -27,7 +27,7 @@ from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.app import Node
-from node.engines.dagger import DaggerEngine
+from node.tools.engines.dagger import DaggerEngine
 from tests.dagger_fixtures import IMAGE, DaggerBackend
 from tests.helpers import node_config
 from tests.processes import node_process, write_config

@@ -3,7 +3,7 @@ open at once (connections in total, per remote IP, per peer; streams per peer) w
 peer is still served. Everything runs over loopback; every wait has a deadline.
 
 py-libp2p 0.8.1 kept each inbound connection's limiter slot until the node stopped (see
-node/libp2p_patches.py): after about 250 inbound connections in its life, one at a time, a
+node/mesh/libp2p_patches.py): after about 250 inbound connections in its life, one at a time, a
 node refused every new peer. The first two tests are that workaround's own test and its
 control; the next two are the finding as reported, against a real Node with its default
 limits and against a `praxis-node run` process called through `praxis-node call --peer`.
@@ -29,9 +29,9 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from node.config import LimitsSection
-from node.connection_limits import connection_config
-from node.host import full_addrs, parse_peer_addr
-from node.libp2p_patches import release_inbound_slot_on_close
+from node.mesh.connection_limits import connection_config
+from node.mesh.host import full_addrs, parse_peer_addr
+from node.mesh.libp2p_patches import release_inbound_slot_on_close
 from protocols.tool import TOOL_PROTOCOL
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_all_know
 from tests.processes import CLI, ROOT, node_process, write_config
@@ -164,7 +164,7 @@ def refusals(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
             and text in r.getMessage()]
 
 
-# ----- the workaround (node/libp2p_patches.py) ----------------------------------------------
+# ----- the workaround (node/mesh/libp2p_patches.py) ----------------------------------------------
 
 SMALL = LimitsSection(max_connections=5)  # py-libp2p's inbound limiter: 5 - 5 // 4 = 4 slots
 
@@ -183,7 +183,7 @@ async def test_the_workaround_releases_an_inbound_slot_when_its_connection_close
 
 
 async def test_unpatched_libp2p_still_leaks_inbound_slots():
-    """The control, and the canary of node/libp2p_patches.py: the same churn against the same
+    """The control, and the canary of node/mesh/libp2p_patches.py: the same churn against the same
     host without the workaround is refused (at connection 5, unless py-libp2p's auto-connector
     happened to dial a peer itself), and the 4 slots stay taken though every connection closed.
     When this test fails, py-libp2p fixed the leak: drop the workaround."""

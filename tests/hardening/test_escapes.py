@@ -12,7 +12,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.app import Node
 from node.config import NodeConfig, ToolContract
-from node.engines.dagger import DaggerEngine
+from node.tools.engines.dagger import DaggerEngine
 from protocols.errors import ContractError, InvalidArguments
 from tests.dagger_fixtures import IMAGE, DaggerBackend
 from tests.helpers import make_node, node_config, wait_all_know

@@ -34,12 +34,11 @@ from libp2p.peer.id import ID
 from node.app import Node
 from protocols import errors
 from protocols.card import CARD_PROTOCOL
+from protocols.codec import FrameDecoder, decode_json, encode_json, parse_model
 from protocols.errors import PraxisError, TooLarge
-from protocols.framing import FrameDecoder, decode_json, encode_json
 from protocols.messages import Card, ToolRequest, ToolResponse
 from protocols.peers import PEERS_PROTOCOL, PeerList, read_peer_list
 from protocols.tool import TOOL_PROTOCOL
-from protocols.wire import parse_model
 from tests.hardening.doubles import MemoryStream
 from tests.hardening.strategies import MAX_FRAME, Payload, card_text, payloads, peer_list_text, tool_request_text
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool

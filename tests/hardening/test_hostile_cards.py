@@ -31,7 +31,7 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 
-from node.signals import ChangeSignal
+from node.runtime.signals import ChangeSignal
 from protocols.card import CARD_PROTOCOL
 from protocols.tool import TOOL_PROTOCOL
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_all_know, wait_until
@@ -322,7 +322,7 @@ async def test_card_push_flood_is_refused_past_the_limit_and_logged_once(caplog,
 # ----- log forging, against a node process and its node.log --------------------------------
 
 NODE_NAME = "victim"
-# A forged line written exactly as the node writes its own (see node/logs.py).
+# A forged line written exactly as the node writes its own (see node/cli/logs.py).
 FORGED = f"12:00:00 INFO    [{NODE_NAME}] praxis.node: forged"
 LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\[" + NODE_NAME + r"\] [\w.]+: ")
 ECHO = {"name": "echo", "engine": "python", "engineSpec": {"callable": "tests.sample_tools:echo"},

@@ -13,7 +13,7 @@ import signal
 import pytest
 import trio
 
-from node.host import parse_peer_addr
+from node.mesh.host import parse_peer_addr
 from protocols.errors import PeerUnreachable
 from tests.hardening.attacker import attacker, wait_for_file_text
 from tests.helpers import make_node, node_config, wait_until

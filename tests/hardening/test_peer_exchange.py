@@ -16,7 +16,7 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from node import dial_budget
+from node.mesh import dial_budget
 from tests.hardening.attacker import attacker, wait_for_file_text, watching
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool
 from tests.processes import node_process, write_config
@@ -79,7 +79,7 @@ async def test_one_peer_list_causes_a_bounded_number_of_dials():
 
 async def test_the_node_never_dials_peerstore_entries_on_its_own():
     """py-libp2p's AutoConnector dials whatever the peerstore holds (addresses peers told us);
-    on a node's host it is switched off (node/libp2p_patches.py `disable_auto_connector`)."""
+    on a node's host it is switched off (node/mesh/libp2p_patches.py `disable_auto_connector`)."""
     from libp2p.network.swarm import Swarm
     from multiaddr import Multiaddr
 

@@ -24,7 +24,7 @@ import trio
 from mcp.shared.exceptions import MCPError
 
 from node.app import Node
-from node.mcp_server import EndpointConfigError, MeshMcpEndpoint, mcp_names
+from node.mcp.endpoint import EndpointConfigError, MeshMcpEndpoint, mcp_names
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_until
 from tests.mcp_interop.servers import (
     INSPECTOR,

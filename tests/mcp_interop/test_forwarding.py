@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from node.config import McpServerEntry, ToolContract
-from node.engines.remote_mcp import RemoteMcpEngine
-from node.mcp_clients import McpClientPool
-from node.mcp_upstreams import McpUpstreams
+from node.mcp.clients import McpClientPool
+from node.mcp.upstreams import McpUpstreams
+from node.tools.engines.remote_mcp import RemoteMcpEngine
 from protocols.errors import ContractError, EngineUnavailable, ToolNotFound
 from tests.mcp_interop.servers import (
     everything,

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from node.mcp_clients import McpClientPool, McpServerParams
+from node.mcp.clients import McpClientPool, McpServerParams
 from protocols.errors import EngineUnavailable, PraxisError, ToolTimeout
 from tests.mcp_interop.servers import (
     child_pids,

@@ -18,7 +18,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
 from node.app import Node
-from node.host import parse_peer_addr
+from node.mesh.host import parse_peer_addr
 from tests.hardening.attacker import attacker
 from tests.helpers import ECHO_PARAMS, node_config, py_tool, wait_until
 from tests.mcp_interop.servers import time_server_command

@@ -1,4 +1,4 @@
-"""A peer's input schema is data (node/schemas.py): checking arguments against it fetches nothing,
+"""A peer's input schema is data (node/mcp/schemas.py): checking arguments against it fetches nothing,
 reads nothing, runs none of its regexes and takes bounded time; and end to end, a peer whose card
 carries a remote `$ref` cannot make the node send a request or stall it.
 
@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from libp2p.abc import INetStream
 
-from node.host import parse_peer_addr
-from node.schemas import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, schema_problem
+from node.mcp.schemas import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, schema_problem
+from node.mesh.host import parse_peer_addr
 from protocols.card import CARD_PROTOCOL
 from protocols.errors import PraxisError
 from protocols.tool import TOOL_PROTOCOL

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import trio
 
-from node.local_tools import LocalTools
-from node.origins import MAX_PROOF_SECONDS
-from node.peers import PeerDirectory
+from node.mesh.directory import PeerDirectory
+from node.mesh.origins import MAX_PROOF_SECONDS
+from node.tools.local import LocalTools
 from protocols.errors import (
     Busy,
     NoProvider,
@@ -44,7 +44,7 @@ _NOT_RUN = (ToolNotFound, Busy, NotAllowed)
 
 
 class UpstreamTools(Protocol):
-    """Tools of forwarded MCP servers (see node/mcp_upstreams.py)."""
+    """Tools of forwarded MCP servers (see node/mcp/upstreams.py)."""
 
     def tools(self) -> Mapping[str, tuple[str, ToolSpec]]: ...
 

@@ -1,6 +1,6 @@
 """Who asks for a call: the peer in front of this node, and the proven origin behind it.
 
-Policy is applied to both (node/policy.py `may_call_as`). The rules, for a request that
+Policy is applied to both (node/tools/policy.py `may_call_as`). The rules, for a request that
 arrives from the authenticated peer `front`:
 - with an origin proof (protocols/origin.py): the signature must hold, the proof must not
   have expired nor expire more than `MAX_PROOF_SECONDS` from now, and its nonce must be new
@@ -14,9 +14,9 @@ arrives from the authenticated peer `front`:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from node.tools.policy import Caller
 from protocols.errors import Busy, NotAllowed
 from protocols.messages import ToolRequest
 from protocols.origin import check_signature
@@ -24,17 +24,6 @@ from protocols.origin import check_signature
 MAX_PROOF_SECONDS = 3600  # a proof may not be valid for longer than this
 CLOCK_SKEW_MS = 30_000  # a proof that expired this recently still counts (clocks differ)
 MAX_REMEMBERED = 65_536  # nonces kept at once; past that, new proofs wait (Busy)
-
-
-@dataclass(frozen=True)
-class Caller:
-    front: str  # the peer whose connection carried the request
-    origin: str  # who first made the call (== front unless forwarded)
-    origin_proven: bool  # False: forwarded without proof; only tools open to everyone
-
-    @property
-    def forwarded(self) -> bool:
-        return self.origin != self.front or not self.origin_proven
 
 
 class OriginCheck:

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 import trio
 
 from node.config import NodeConfig
-from node.local_tools import LocalTools
-from node.origins import Caller, OriginCheck
-from node.policy import may_call_as, may_use_node
-from node.router import Router, UpstreamTools
+from node.mesh.origins import Caller, OriginCheck
+from node.mesh.router import Router, UpstreamTools
+from node.tools.local import LocalTools
+from node.tools.policy import may_call_as, may_use_node
 from protocols.errors import Busy, NotAllowed, PraxisError, TooLarge, ToolNotFound
 from protocols.messages import ToolRequest, ToolResponse, ToolResult
 

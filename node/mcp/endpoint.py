@@ -40,9 +40,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import TypeAdapter
 
-from node.router import LOCAL, MeshTool
-from node.schemas import schema_problem
-from node.signals import ChangeSignal
+from node.mcp.schemas import schema_problem
+from node.mesh.router import LOCAL, MeshTool
+from node.runtime.signals import ChangeSignal
 from protocols.errors import PraxisError
 from protocols.messages import ToolResult, ToolSpec
 

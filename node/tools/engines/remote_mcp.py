@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from node.config import ToolContract
-from node.engines.base import ContractError, ToolResult
-from node.mcp_clients import McpClientPool, McpServerParams, resolve_stdio_paths
+from node.mcp.clients import McpClientPool, McpServerParams, resolve_stdio_paths
+from node.tools.engines.base import ContractError, ToolResult
 
 _SPEC_KEYS = {"address", "command", "args", "env", "cwd", "transport", "headers", "tool"}
 

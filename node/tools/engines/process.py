@@ -2,7 +2,7 @@
 
 `engineSpec`: `command` (argv list, required), `env` (fixed variables), `timeout` (seconds),
 `cwd` (relative to the config file's folder). The declared parameters a call passes become
-environment variables (nothing else does: see `node.engines.env`).
+environment variables (nothing else does: see `node.tools.engines.env`).
 Stdout is the result (JSON stdout is also structured content); output past the limit kills
 the process and fails the call.
 """
@@ -20,14 +20,14 @@ from typing import Any
 import trio
 
 from node.config import ProcessEngineSettings, ToolContract
-from node.engines.base import (
+from node.tools.engines.base import (
     ContractError,
     EngineUnavailable,
     ToolExecutionError,
     ToolResult,
     ToolTimeout,
 )
-from node.engines.env import arguments_as_env
+from node.tools.engines.env import arguments_as_env
 from protocols.errors import TooLarge
 
 log = logging.getLogger("praxis.engine.process")

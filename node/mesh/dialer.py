@@ -11,8 +11,8 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from node.config import ConfigError
-from node.host import parse_peer_addr
-from node.signals import ChangeSignal
+from node.mesh.host import parse_peer_addr
+from node.runtime.signals import ChangeSignal
 
 log = logging.getLogger("praxis.dialer")
 

@@ -23,8 +23,8 @@ import mcp_types
 import trio
 
 from node.config import McpServerEntry
-from node.mcp_clients import McpClientPool, McpServerParams, resolve_stdio_paths
-from node.signals import ChangeSignal
+from node.mcp.clients import McpClientPool, McpServerParams, resolve_stdio_paths
+from node.runtime.signals import ChangeSignal
 from protocols.errors import EngineUnavailable, PraxisError, ToolNotFound
 from protocols.messages import ToolParameter, ToolResult, ToolSpec
 

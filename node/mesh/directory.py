@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from node.signals import ChangeSignal
+from node.runtime.signals import ChangeSignal
 from protocols.messages import Card, ToolSpec
 
 log = logging.getLogger("praxis.peers")

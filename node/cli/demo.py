@@ -20,7 +20,7 @@ from typing import Any
 import trio
 import yaml
 
-from node.client import client_node
+from node.cli.remote_peer import client_node
 from protocols.errors import PraxisError
 
 START_TIMEOUT = 30.0
@@ -86,7 +86,7 @@ def _config(node: DemoNode, bootstrap: list[str]) -> dict[str, Any]:
         "agent": {"name": node.name, "tools": [
             {"name": t["name"], "description": t["description"], "engine": t.get("engine", "python"),
              "params": t["params"],
-             "engineSpec": t.get("engineSpec") or {"callable": f"node.demo_tools:{t['callable']}"}}
+             "engineSpec": t.get("engineSpec") or {"callable": f"node.cli.demo_tools:{t['callable']}"}}
             for t in node.tools
         ]},
         "p2p": {"port": 0, "host": "127.0.0.1", "enable_mdns": False, "bootstrap_nodes": bootstrap},
@@ -100,7 +100,7 @@ async def _start(node: DemoNode, bootstrap: list[str]) -> None:
     config_path.write_text(yaml.safe_dump(_config(node, bootstrap), sort_keys=False))
     log = node.log_path.open("wb")
     node.process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "node.cli", "run", "-c", str(config_path), "--announce"],
+        [sys.executable, "-m", "node.cli.main", "run", "-c", str(config_path), "--announce"],
         stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
     )
     log.close()
@@ -218,7 +218,7 @@ async def _exercise(nodes: list[DemoNode], tools: list[dict[str, Any]]) -> int:
             failures += failed
             rows.append([tool["name"], caller.name, owner[tool["name"]].name,
                          _args_text(tool["args"]), text[:48], f"{ms:.1f} ms"])
-    from node.cli import _table
+    from node.cli.main import _table
 
     _table(["tool", "caller", "provider", "arguments", "result", "latency"], rows)
     print(f"\ndemo: {len(rows) - failures} of {len(rows)} cross-node calls succeeded")

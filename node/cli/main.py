@@ -13,8 +13,8 @@ from typing import Any
 
 import trio
 
+from node.cli.logs import configure_logging
 from node.config import ConfigError, NodeConfig, load_config
-from node.logs import configure_logging
 from protocols.errors import PraxisError
 
 EXIT_OK, EXIT_TOOL_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -49,8 +49,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def cmd_id(args: argparse.Namespace) -> int:
-    from node.host import listen_multiaddr
-    from node.identity import load_or_create_identity, peer_id_of
+    from node.mesh.host import listen_multiaddr
+    from node.mesh.identity import load_or_create_identity, peer_id_of
 
     config = _load(args.config)
     key_pair = load_or_create_identity(config.resolve_path(config.p2p.key_file))
@@ -65,7 +65,7 @@ async def cmd_id(args: argparse.Namespace) -> int:
 async def cmd_call(args: argparse.Namespace) -> int:
     if args.node:
         return await _call_through_endpoint(args)
-    from node.client import connected_client, find_spec, param_types, parse_cli_arguments
+    from node.cli.remote_peer import connected_client, find_spec, param_types, parse_cli_arguments
 
     async with connected_client(args.peer, args.timeout) as (node, peer_id):
         spec = await find_spec(node, peer_id, args.tool)
@@ -83,7 +83,7 @@ async def cmd_call(args: argparse.Namespace) -> int:
 
 
 async def _call_through_endpoint(args: argparse.Namespace) -> int:
-    from node.endpoint_client import content_text, endpoint_call, endpoint_client
+    from node.cli.remote_endpoint import content_text, endpoint_call, endpoint_client
 
     async with endpoint_client(args.node, args.token, args.timeout) as client:
         result = await endpoint_call(client, args.tool, args.arguments)
@@ -98,7 +98,7 @@ async def _call_through_endpoint(args: argparse.Namespace) -> int:
 
 async def cmd_tools(args: argparse.Namespace) -> int:
     if args.node:
-        from node.endpoint_client import endpoint_client, endpoint_tools
+        from node.cli.remote_endpoint import endpoint_client, endpoint_tools
 
         async with endpoint_client(args.node, args.token, args.timeout) as client:
             listed = await endpoint_tools(client)
@@ -109,7 +109,7 @@ async def cmd_tools(args: argparse.Namespace) -> int:
         else:
             _table(["tool", "mesh name", "description"], [list(r.values()) for r in rows])
         return EXIT_OK
-    from node.client import connected_client, mesh_tools
+    from node.cli.remote_peer import connected_client, mesh_tools
 
     async with connected_client(args.peer, args.timeout) as (node, peer_id):
         tools = await mesh_tools(node, peer_id)
@@ -124,7 +124,7 @@ async def cmd_tools(args: argparse.Namespace) -> int:
 async def cmd_peers(args: argparse.Namespace) -> int:
     rows: list[list[str]]
     if args.node:
-        from node.endpoint_client import endpoint_client, endpoint_peers
+        from node.cli.remote_endpoint import endpoint_client, endpoint_peers
 
         async with endpoint_client(args.node, args.token, args.timeout) as client:
             data = await endpoint_peers(client)
@@ -134,7 +134,7 @@ async def cmd_peers(args: argparse.Namespace) -> int:
         rows += [[r.get("name", ""), r["peerId"], ", ".join(r.get("addrs", [])),
                   ", ".join(t["name"] for t in r.get("tools", []))] for r in data["peers"]]
     else:
-        from node.client import connected_client
+        from node.cli.remote_peer import connected_client
 
         async with connected_client(args.peer, args.timeout) as (node, peer_id):
             entry = node.directory.get(peer_id)
@@ -154,7 +154,7 @@ async def cmd_peers(args: argparse.Namespace) -> int:
 async def cmd_mcp(args: argparse.Namespace) -> int:
     """Run a node that speaks MCP on stdin/stdout (for desktop clients that start a command)."""
     from node.app import Node
-    from node.host import parse_peer_addr
+    from node.mesh.host import parse_peer_addr
 
     config = _load(args.config)
     configure_logging(args.log_level, config.agent.name)  # stderr: stdout carries MCP
@@ -172,7 +172,7 @@ async def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    from node.demo import run_demo
+    from node.cli.demo import run_demo
 
     configure_logging("WARNING")
     return await run_demo(args.nodes, keep_dir=args.keep)

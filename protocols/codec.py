@@ -1,10 +1,9 @@
-"""Newline-delimited JSON frames over a byte stream (DESIGN.md section 4).
+"""The pure codec of the praxis wire: newline-delimited JSON frames, with bounds.
 
-Two layers, h11-style:
-- `FrameDecoder` is pure: feed it bytes, take complete frames out. It knows nothing of
-  sockets, so it is trivial to unit-test and fuzz.
-- `FramedStream` is the thin I/O layer over a libp2p stream: bounded reads with an idle
-  timeout and a deadline, and writes of one compact JSON value plus `\\n`.
+No I/O here (h11-style): `FrameDecoder` takes bytes in and gives complete frames out,
+`decode_json` / `encode_json` turn one frame into a value and back under the JSON limits, and
+`parse_model` validates a decoded frame into a message model. `protocols/streams.py` is the
+thin trio layer that reads and writes frames on a libp2p stream.
 """
 
 from __future__ import annotations
@@ -12,25 +11,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
-import trio
+from pydantic import BaseModel, ValidationError
 
-from protocols.errors import InvalidRequest, PeerUnreachable, TooLarge, ToolTimeout
+from protocols.errors import InvalidRequest, TooLarge
 
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 10.0
 DEFAULT_MAX_DEPTH = 64
-READ_CHUNK = 64 * 1024
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-class ByteStream(Protocol):
-    """The part of libp2p's INetStream that framing uses."""
-
-    async def read(self, n: int | None = None) -> bytes: ...
-
-    async def write(self, data: bytes) -> None: ...
+M = TypeVar("M", bound=BaseModel)
 
 
 class FrameDecoder:
@@ -140,64 +131,15 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
 
 
-class FramedStream:
-    """Reads and writes frames on one stream, with bounded size and time.
-
-    A read waits at most `idle_timeout` for each chunk and never past `deadline` (an
-    absolute trio time, or +inf). Stream errors surface as `PeerUnreachable`.
-    """
-
-    def __init__(
-        self,
-        stream: ByteStream,
-        *,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-        max_depth: int = DEFAULT_MAX_DEPTH,
-    ) -> None:
-        self.stream = stream
-        self.decoder = FrameDecoder(max_frame_bytes)
-        self.idle_timeout = idle_timeout
-        self.max_depth = max_depth
-
-    async def read_frame(self, deadline: float = math.inf) -> bytes:
-        while True:
-            frame = self.decoder.next_frame()
-            if frame is not None:
-                return frame
-            wait_until = min(deadline, trio.current_time() + self.idle_timeout)
-            with trio.move_on_at(wait_until):
-                chunk = await self._read_chunk()
-                self.decoder.feed(chunk)
-                continue
-            if wait_until >= deadline:
-                raise ToolTimeout("the peer's frame did not arrive before the deadline")
-            raise ToolTimeout(f"peer sent nothing for {self.idle_timeout:g} s (idle timeout)")
-
-    async def read_json(self, deadline: float = math.inf) -> Any:
-        return decode_json(await self.read_frame(deadline), self.max_depth)
-
-    async def write_json(self, value: Any, deadline: float = math.inf) -> None:
-        data = encode_json(value)
-        with trio.move_on_at(deadline) as scope:
-            try:
-                await self.stream.write(data)
-            except Exception as exc:  # libp2p raises several unrelated types on a dead stream
-                raise PeerUnreachable(f"stream closed while writing: {type(exc).__name__}") from None
-        if scope.cancelled_caught:
-            raise ToolTimeout("deadline passed while writing to the peer")
-
-    async def _read_chunk(self) -> bytes:
-        try:
-            chunk = await self.stream.read(READ_CHUNK)
-        except Exception as exc:  # StreamEOF, StreamReset, MuxedStreamClosed, ...
-            raise PeerUnreachable(self._closed_message(exc)) from None
-        if not chunk:
-            raise PeerUnreachable(self._closed_message(None))
-        return chunk
-
-    def _closed_message(self, exc: BaseException | None) -> str:
-        how = f" ({type(exc).__name__})" if exc is not None else ""
-        if self.decoder.buffered:
-            return f"stream ended in the middle of a frame{how}"
-        return f"stream ended before a frame arrived{how}"
+def parse_model(model: type[M], raw: Any, what: str) -> M:
+    """Validate a decoded frame; the error names the fields, never their values."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"{what} must be a JSON object, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            field = ".".join(str(p) for p in err["loc"]) or "(root)"
+            problems.append(f"{field}: {err['msg']}")
+        raise InvalidRequest(f"invalid {what}: " + "; ".join(problems)) from None

@@ -13,7 +13,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.app import Node
 from node.config import parse_config
-from node.host import parse_peer_addr
+from node.mesh.host import parse_peer_addr
 from protocols.errors import PeerUnreachable, ToolTimeout
 from protocols.messages import ToolSpec
 

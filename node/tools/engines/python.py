@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from node.config import ToolContract
-from node.engines.base import ContractError, PraxisError, ToolExecutionError, ToolResult, ToolTimeout
+from node.tools.engines.base import ContractError, PraxisError, ToolExecutionError, ToolResult, ToolTimeout
 
 log = logging.getLogger("praxis.engine.python")
 

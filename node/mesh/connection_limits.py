@@ -10,7 +10,7 @@ Who enforces what (py-libp2p 0.8.1):
   slots. `connection_config()` sets `min_connections` to a quarter of the total, so a node that
   peers flood with inbound connections can still dial out (its bootstrap nodes, peers it
   learns). The limiter counts only connections open at once thanks to the slot-leak
-  workaround in `node.libp2p_patches`; without it, it counts every connection ever accepted.
+  workaround in `node.mesh.libp2p_patches`; without it, it counts every connection ever accepted.
 - **Inbound connections per remote IP** (`limits.max_connections_per_ip`): our own count, taken
   before the handshake. py-libp2p's resource manager has a `CIDRLimiter`, but it caps the sum
   over each configured network, not each address within it.
@@ -122,7 +122,7 @@ class ConnectionGuard(INotifee):
                 return
             self.inbound_per_ip[ip] += 1
             try:
-                # Returns when the connection closes (node.libp2p_patches), or its setup fails.
+                # Returns when the connection closes (node.mesh.libp2p_patches), or its setup fails.
                 await handle_inbound(read_write_closer, maddr)
             finally:
                 self.inbound_per_ip[ip] -= 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node.rate import RateWindow
+from node.runtime.rate import RateWindow
 
 PER_LIST = 8  # dials one peer list may cause
 PER_SOURCE_PER_MINUTE = 16  # dials all lists from one peer may cause

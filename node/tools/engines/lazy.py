@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from node.config import ToolContract
-from node.engines.base import ExecutionEngine, ToolResult
+from node.tools.engines.base import ExecutionEngine, ToolResult
 
 
 class LazyEngine:

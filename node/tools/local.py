@@ -7,9 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from node.arguments import check_arguments
 from node.config import ToolContract
-from node.engines.base import ExecutionEngine
+from node.tools.arguments import check_arguments
+from node.tools.engines.base import ExecutionEngine
 from protocols.errors import EngineUnavailable, PraxisError, TooLarge, ToolExecutionError
 from protocols.messages import ToolResult, ToolSpec
 

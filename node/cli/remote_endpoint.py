@@ -11,9 +11,9 @@ import mcp
 import trio
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from node.client import parse_cli_arguments
-from node.mcp_clients import owned_http_transport
-from node.mcp_server import PEERS_URI
+from node.cli.remote_peer import parse_cli_arguments
+from node.mcp.clients import owned_http_transport
+from node.mcp.endpoint import PEERS_URI
 from protocols.errors import PeerUnreachable
 
 

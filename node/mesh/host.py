@@ -1,5 +1,5 @@
 """Building the libp2p host: Noise as the only security transport, yamux, and the node's connection
-limits (node.connection_limits) with the py-libp2p inbound slot-leak workaround (node.libp2p_patches)."""
+limits (node.mesh.connection_limits) with the py-libp2p inbound slot-leak workaround (node.mesh.libp2p_patches)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from node.config import ConfigError, LimitsSection, P2PSection
-from node.connection_limits import ConnectionGuard, connection_config
-from node.libp2p_patches import disable_auto_connector, release_inbound_slot_on_close
+from node.mesh.connection_limits import ConnectionGuard, connection_config
+from node.mesh.libp2p_patches import disable_auto_connector, release_inbound_slot_on_close
 
 
 def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHost:

@@ -79,7 +79,7 @@ def disable_auto_connector(swarm: Swarm) -> None:
     until the node holds about `(low_watermark + high_watermark) / 2` connections. The
     peerstore fills with what peers say (peer lists, identify), so a peer could aim this
     node's dials at addresses of its choosing, again and again, past every budget of
-    node/dial_budget.py. The node keeps its bootstrap peers connected itself (node/dialer.py)
+    node/mesh/dial_budget.py. The node keeps its bootstrap peers connected itself (node/mesh/dialer.py)
     and dials discovered peers within those budgets, so the AutoConnector has no job here.
     `maybe_connect` is what both of its triggers call; on this swarm it does nothing.
     """

@@ -1,11 +1,23 @@
-"""Who may call which tool, by authenticated peer ID (DESIGN.md section 7)."""
+"""Who may call which tool: by authenticated peer ID, and by the proven origin of a forwarded call."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from node.config import PolicySection, ToolContract
-from node.origins import Caller
 
 ANY_PEER = "*"
+
+
+@dataclass(frozen=True)
+class Caller:
+    front: str  # the peer whose connection carried the request
+    origin: str  # who first made the call (== front unless forwarded)
+    origin_proven: bool  # False: forwarded without proof; only tools open to everyone
+
+    @property
+    def forwarded(self) -> bool:
+        return self.origin != self.front or not self.origin_proven
 
 
 def may_call(contract: ToolContract, peer_id: str, policy: PolicySection) -> bool:

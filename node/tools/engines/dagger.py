@@ -2,7 +2,7 @@
 
 The seed's lifecycle: validate the contract, build the container from the image, mount the
 host folders, set the fixed env, the declared parameters the call passes (nothing else: see
-`node.engines.env`) and the passthrough env, add `CACHE_BUST` (unless
+`node.tools.engines.env`) and the passthrough env, add `CACHE_BUST` (unless
 the contract sets `cache: true`), exec the command; after a successful run export the mounted
 folders back to the host (a failed export is a logged warning). Stdout is the result; JSON
 stdout is also structured content.
@@ -36,14 +36,14 @@ import trio
 from dagger.client._session import ConnectParams, SingleConnection
 
 from node.config import DaggerEngineSettings, ToolContract
-from node.engines.base import (
+from node.tools.engines.base import (
     ContractError,
     EngineUnavailable,
     ToolExecutionError,
     ToolResult,
     ToolTimeout,
 )
-from node.engines.dagger_spec import (
+from node.tools.engines.dagger_spec import (
     CACHE_BUST,
     DaggerSpec,
     Mount,
@@ -51,8 +51,8 @@ from node.engines.dagger_spec import (
     parse_spec,
     resolve_mounts,
 )
-from node.engines.env import arguments_as_env
-from node.engines.process import structured_stdout
+from node.tools.engines.env import arguments_as_env
+from node.tools.engines.process import structured_stdout
 from protocols.errors import Busy
 
 log = logging.getLogger("praxis.engine.dagger")

@@ -1,0 +1,1 @@
+"""The `praxis-node` command: commands, output, talking to a running node, the demo."""

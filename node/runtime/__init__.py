@@ -1,0 +1,1 @@
+"""Trio building blocks every layer uses: change signals, isolated tasks, rate windows."""

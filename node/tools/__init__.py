@@ -1,0 +1,1 @@
+"""What this node runs: its tools, their arguments and policy, and the engines."""
