@@ -68,7 +68,7 @@ async def test_peers_stream_is_served_with_more_than_256_peers():
 async def test_peer_list_stays_small_when_peers_carry_big_cards():
     """128 peers with near-1 MiB cards would make a 128 MiB list no reader accepts: past a byte
     budget, peers are listed without their tools, and the list still fits in one frame."""
-    from node.app import PEER_LIST_TOOL_BYTES
+    from node.mesh.peer_exchange import PEER_LIST_TOOL_BYTES
 
     node = make_node(node_config("lister"))
     ids = peer_ids(40)

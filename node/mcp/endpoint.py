@@ -25,8 +25,9 @@ import json
 import logging
 import re
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import mcp_types
 import trio
@@ -40,14 +41,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import TypeAdapter
 
+from node.config import McpSection
 from node.mcp.schemas import schema_problem
-from node.mesh.router import LOCAL, MeshTool
 from node.runtime.signals import ChangeSignal
 from protocols.errors import PraxisError
 from protocols.messages import ToolResult, ToolSpec
-
-if TYPE_CHECKING:
-    from node.app import Node
 
 log = logging.getLogger("praxis.mcp.server")
 
@@ -62,6 +60,49 @@ _CONTENT = TypeAdapter(mcp_types.ContentBlock)
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[..., Awaitable[Any]],
                     Callable[..., Awaitable[None]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Who serves a tool, as the listing names it."""
+
+    kind: str  # "local", "peer" or "mcp"
+    name: str  # the node's name, or the MCP server's name
+    peer_id: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        out = {"kind": self.kind, "name": self.name}
+        if self.peer_id:
+            out["peerId"] = self.peer_id
+        return out
+
+
+@dataclass(frozen=True)
+class MeshEntry:
+    """One tool of the mesh as the endpoint lists it."""
+
+    spec: ToolSpec
+    providers: tuple[Provider, ...]
+
+
+class Mesh(Protocol):
+    """All the endpoint knows of the mesh (node/mesh/view.py implements it)."""
+
+    name: str  # this node's name and version, for the MCP server's own description
+    version: str
+    tools_changed: ChangeSignal  # bumped whenever the set of tools or their specs may have changed
+
+    def tools(self) -> Mapping[str, MeshEntry]:
+        """Every tool of the mesh, by the name callers use."""
+        ...
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """This node and the peers it knows: {"self": card, "peers": [records]}."""
+        ...
 
 
 class EndpointConfigError(ValueError):
@@ -127,6 +168,16 @@ def to_call_result(result: ToolResult) -> mcp_types.CallToolResult:
                                     structured_content=result.structured_content)
 
 
+def _provided_by(providers: tuple[Provider, ...]) -> str:
+    """"this node", "MCP server time", "peer node-b 3kXy9aQz", with "+N more" when shared."""
+    if not providers:
+        return "nobody"
+    first = providers[0]
+    where = {"local": "this node", "mcp": f"MCP server {first.name}"}.get(
+        first.kind, f"peer {first.name} {first.peer_id[-8:]}")
+    return where + (f" +{len(providers) - 1} more" if len(providers) > 1 else "")
+
+
 def _error_result(message: str) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(
         content=[mcp_types.TextContent(type="text", text=message)], is_error=True
@@ -158,13 +209,14 @@ class _MeshServer(Server[Any]):
 
 
 class MeshMcpEndpoint:
-    """The MCP server over the mesh of one Node."""
+    """The MCP server over a mesh, served over HTTP or stdio."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, mesh: Mesh, config: McpSection) -> None:
+        self.mesh = mesh
+        self.config = config
         self.server: Server[Any] = _MeshServer(
-            f"praxis-node {node.config.agent.name}",
-            version=node.config.agent.version,
+            f"praxis-node {mesh.name}",
+            version=mesh.version,
             instructions="Every tool of a praxis mesh: this node's, its peers' and the MCP "
                          "servers they forward to.",
             on_list_tools=self._list_tools,
@@ -172,63 +224,46 @@ class MeshMcpEndpoint:
             on_list_resources=self._list_resources,
             on_read_resource=self._read_resource,
         )
-        self.changed = ChangeSignal()  # bumped when the listed tool set changes
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._listed: dict[str, tuple[str, ToolSpec]] = {}
         # The listing is rebuilt only when the mesh's tools change, not on every request.
-        self._listing: dict[str, tuple[str, MeshTool]] = {}
-        self._listing_key: tuple[int, ...] = ()
+        self._listing: dict[str, tuple[str, MeshEntry]] = {}
+        self._listing_version = -1
         self.bound: list[str] = []
 
     # ----- the mesh as MCP -----------------------------------------------------------
 
     def listing(self) -> dict[str, tuple[str, ToolSpec]]:
-        """MCP name -> (mesh name, spec), from the router's current view."""
-        return {mcp_name: (mesh_name, tool.spec) for mcp_name, (mesh_name, tool) in self._mesh_listing().items()}
+        """MCP name -> (mesh name, spec), from the mesh's current view."""
+        return {mcp_name: (mesh_name, entry.spec) for mcp_name, (mesh_name, entry) in self._mesh_listing().items()}
 
-    def _mesh_listing(self) -> dict[str, tuple[str, MeshTool]]:
-        """MCP name -> (mesh name, the mesh's entry), rebuilt when a change signal moved."""
-        upstream_signal = getattr(self.node.upstreams, "changed", None)
-        key = (self.node.directory.changed.version, self.node.own_card_changed.version,
-               upstream_signal.version if isinstance(upstream_signal, ChangeSignal) else 0)
-        if key != self._listing_key:
-            mesh = self.node.router.tools()
+    def _mesh_listing(self) -> dict[str, tuple[str, MeshEntry]]:
+        """MCP name -> (mesh name, the mesh's entry), rebuilt when the mesh's tools changed."""
+        version = self.mesh.tools_changed.version
+        if version != self._listing_version:
+            mesh = self.mesh.tools()
             self._listing = {mcp_name: (mesh_name, mesh[mesh_name])
                              for mcp_name, mesh_name in mcp_names(set(mesh)).items()}
-            self._listing_key = key
+            self._listing_version = version
         return self._listing
-
-    def _provider_label(self, provider: str) -> dict[str, str]:
-        if provider == LOCAL:
-            return {"kind": "local", "name": self.node.config.agent.name, "peerId": self.node.peer_id}
-        if provider.startswith("mcp:"):
-            return {"kind": "mcp", "name": provider[4:]}
-        entry = self.node.directory.get(provider)
-        return {"kind": "peer", "name": entry.card.name if entry is not None else "", "peerId": provider}
 
     async def _list_tools(
         self, ctx: Any, params: mcp_types.PaginatedRequestParams | None
     ) -> mcp_types.ListToolsResult:
         self._remember(ctx)
         tools = []
-        for mcp_name, (mesh_name, tool) in sorted(self._mesh_listing().items()):
-            spec = tool.spec
+        for mcp_name, (mesh_name, entry) in sorted(self._mesh_listing().items()):
+            spec = entry.spec
             # Who serves it, so a client (and the person behind it) can tell where a tool comes
             # from and tell apart two peers' definitions of one name.
-            providers = [self._provider_label(p) for p in tool.providers]
-            first = providers[0] if providers else {"name": ""}
-            origin = "this node" if first.get("kind") == "local" else (
-                f"MCP server {first['name']}" if first.get("kind") == "mcp"
-                else f"peer {first['name']} {first.get('peerId', '')[-8:]}")
-            more = f" +{len(providers) - 1} more" if len(providers) > 1 else ""
             tools.append(mcp_types.Tool(
                 name=mcp_name,
-                title=f"{mesh_name} (from {origin}{more})",
+                title=f"{mesh_name} (from {_provided_by(entry.providers)})",
                 description=spec.description or None,
                 input_schema=_input_schema(spec),
                 annotations=mcp_types.ToolAnnotations(idempotent_hint=spec.idempotent)
                 if spec.idempotent is not None else None,
-                _meta={"praxis/providers": providers},
+                _meta={"praxis/providers": [p.to_json() for p in entry.providers]},
             ))
         return mcp_types.ListToolsResult(tools=tools)
 
@@ -236,22 +271,21 @@ class MeshMcpEndpoint:
         self, ctx: Any, params: mcp_types.CallToolRequestParams
     ) -> mcp_types.CallToolResult:
         self._remember(ctx)
-        entry = self._mesh_listing().get(params.name)
-        if entry is None:
+        found = self._mesh_listing().get(params.name)
+        if found is None:
             raise MCPError(INVALID_PARAMS, f"unknown tool {params.name[:64]!r}: tools/list "
                                            "names every tool of the mesh")
-        mesh_name, tool = entry
-        spec = tool.spec
+        mesh_name, entry = found
         arguments = dict(params.arguments or {})
-        problem = schema_problem(_input_schema(spec), arguments)
+        problem = schema_problem(_input_schema(entry.spec), arguments)
         if problem is not None:
             return _error_result(f"tool {params.name!r}: invalid arguments: {problem}")
         try:
-            routed = await self.node.call(mesh_name, arguments)
+            result = await self.mesh.call_tool(mesh_name, arguments)
         except PraxisError as exc:
             log.info("MCP call %s failed: %s", mesh_name, exc.log_text())
             return _error_result(exc.message)
-        return to_call_result(routed.result)
+        return to_call_result(result)
 
     async def _list_resources(
         self, ctx: Any, params: mcp_types.PaginatedRequestParams | None
@@ -266,7 +300,7 @@ class MeshMcpEndpoint:
     ) -> mcp_types.ReadResourceResult:
         if params.uri != PEERS_URI:
             raise MCPError(INVALID_PARAMS, f"unknown resource {params.uri[:128]!r}; resources/list names them")
-        data = {"self": self.node.own_card().to_wire(), "peers": self.node.peer_list().to_wire()["peers"]}
+        data = self.mesh.describe()
         return mcp_types.ReadResourceResult(contents=[mcp_types.TextResourceContents(
             uri=PEERS_URI, mime_type="application/json", text=json.dumps(data))])
 
@@ -285,25 +319,16 @@ class MeshMcpEndpoint:
         self, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Notify connected clients whenever the mesh's tool set (names or specs) changes."""
-        sources = [self.node.directory.changed, self.node.own_card_changed]
-        upstream_signal = getattr(self.node.upstreams, "changed", None)
-        if isinstance(upstream_signal, ChangeSignal):
-            sources.append(upstream_signal)
-        wake = ChangeSignal()
         self._listed = self.listing()
-        async with trio.open_nursery() as nursery:
-            for source in sources:
-                nursery.start_soon(_forward_bumps, source, wake)
-            task_status.started()
-            seen = wake.version
-            while True:
-                seen = await wake.wait_past(seen)
-                listed = self.listing()
-                if listed == self._listed:
-                    continue
-                self._listed = listed
-                self.changed.bump()
-                await self._notify_all()
+        task_status.started()
+        seen = self.mesh.tools_changed.version
+        while True:
+            seen = await self.mesh.tools_changed.wait_past(seen)
+            listed = self.listing()
+            if listed == self._listed:
+                continue
+            self._listed = listed
+            await self._notify_all()
 
     async def _notify_all(self) -> None:
         for session in list(self._sessions):
@@ -318,7 +343,7 @@ class MeshMcpEndpoint:
 
     def http_app(self) -> ASGIApp:
         """The ASGI app: the SDK's streamable HTTP app, behind a bearer check when configured."""
-        cfg = self.node.config.mcp
+        cfg = self.config
         loopback = is_loopback(cfg.host)
         if not loopback and not cfg.token:
             raise EndpointConfigError(
@@ -362,7 +387,7 @@ class MeshMcpEndpoint:
 
     async def serve_http(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve streamable HTTP until cancelled; `task_status.started(url)` once listening."""
-        cfg = self.node.config.mcp
+        cfg = self.config
         app = self.http_app()
         config = HypercornConfig()
         host = f"[{cfg.host}]" if ":" in cfg.host and not cfg.host.startswith("[") else cfg.host
@@ -399,13 +424,6 @@ class MeshMcpEndpoint:
 
 async def _serve(app: ASGIApp, config: HypercornConfig, *, task_status: Any) -> None:
     await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
-
-
-async def _forward_bumps(source: ChangeSignal, target: ChangeSignal) -> None:
-    seen = source.version
-    while True:
-        seen = await source.wait_past(seen)
-        target.bump()
 
 
 def _refusal(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:

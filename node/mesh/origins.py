@@ -16,14 +16,28 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from libp2p.crypto.keys import KeyPair
+
 from node.tools.policy import Caller
 from protocols.errors import Busy, NotAllowed
-from protocols.messages import ToolRequest
-from protocols.origin import check_signature
+from protocols.messages import CallOrigin, ToolRequest
+from protocols.origin import check_signature, sign_origin
 
 MAX_PROOF_SECONDS = 3600  # a proof may not be valid for longer than this
 CLOCK_SKEW_MS = 30_000  # a proof that expired this recently still counts (clocks differ)
 MAX_REMEMBERED = 65_536  # nonces kept at once; past that, new proofs wait (Busy)
+
+
+class Signer:
+    """This node's proofs that it asks `target` for a call (see protocols/origin.py)."""
+
+    def __init__(self, key_pair: KeyPair, peer_id: str) -> None:
+        self.key_pair = key_pair
+        self.peer_id = peer_id
+
+    def __call__(self, target: str, tool: str, arguments: dict[str, Any], expires_ms: int) -> CallOrigin:
+        return sign_origin(self.key_pair.private_key, self.peer_id, target=target, tool=tool,
+                           arguments=arguments, expires_ms=expires_ms)
 
 
 class OriginCheck:

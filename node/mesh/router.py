@@ -213,6 +213,17 @@ class Router:
             raise kinds.pop()(refusals[0].message if len(refusals) == 1 else message)
         raise NoProvider(message)
 
+    async def request(self, peer_id: str, name: str, arguments: dict[str, Any], deadline: float) -> ToolResponse:
+        """Send a call to one given peer (which serves it or forwards it), bypassing the choice of
+        provider; the answer comes back as the peer gave it, errors included."""
+        remaining = deadline - trio.current_time()
+        origin = None
+        if self.sign is not None:
+            origin = self.sign(peer_id, name, arguments, int((time.time() + remaining) * 1000))
+        request = ToolRequest(id=uuid.uuid4().hex, name=name, arguments=arguments, hops=1,
+                              deadline_ms=max(1, int(remaining * 1000)), trace_id=uuid.uuid4().hex, origin=origin)
+        return await self.call_peer(peer_id, request, deadline)
+
     def _says_idempotent(self, peer_id: str, tool: str) -> bool:
         """Only the provider that failed may say its run can be repeated: another card's word
         about idempotence says nothing of what this provider did."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import trio
+from libp2p.abc import INetStream
 
 from node.config import NodeConfig
 from node.mesh.origins import Caller, OriginCheck
@@ -16,6 +17,8 @@ from node.tools.local import LocalTools
 from node.tools.policy import may_call_as, may_use_node
 from protocols.errors import Busy, NotAllowed, PraxisError, TooLarge, ToolNotFound
 from protocols.messages import ToolRequest, ToolResponse, ToolResult
+from protocols.streams import WireLimits
+from protocols.tool import serve_tool_stream
 
 log = logging.getLogger("praxis.service")
 
@@ -53,6 +56,9 @@ class InFlightLimits:
 class ToolService:
     """Answers `/praxis/tool/1.0.0` requests from peers.
 
+    Who asks is the peer in front and the call's proven origin (node/mesh/origins.py); policy
+    applies to both.
+
     Local tools first (subject to policy), then shared MCP servers' tools, then, while the
     hop count allows, the call is forwarded to another peer that offers the tool (never back
     to the peer it came from).
@@ -64,15 +70,21 @@ class ToolService:
         local: LocalTools,
         router: Router,
         origins: OriginCheck,
+        wire: WireLimits,
         upstreams: UpstreamTools | None = None,
     ) -> None:
         self.config = config
+        self.wire = wire
         self.origins = origins
         self.local = local
         self.router = router
         self.upstreams = upstreams
         limits = config.limits
         self.in_flight = InFlightLimits(limits.max_inflight_per_peer, limits.max_inflight_total)
+
+    async def serve_tool_stream(self, stream: INetStream) -> None:
+        """`/praxis/tool/1.0.0`: one request from the stream's peer, one response; never raises."""
+        await serve_tool_stream(stream, stream.muxed_conn.peer_id.to_string(), self.handle, self.wire)
 
     async def handle(self, request: ToolRequest, peer_id: str) -> ToolResponse:
         started = trio.current_time()

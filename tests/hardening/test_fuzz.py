@@ -3,8 +3,8 @@
 (a) pure: FrameDecoder, decode_json and parse_model never raise anything but PraxisError
     subclasses; whatever they accept can be encoded back; a byte stream split at every
     boundary yields the same frames as fed whole.
-(b) the real handlers of a running Node (`_serve_tool_stream` -> `serve_tool_stream` with the
-    node's ToolService, `_serve_card_stream` -> `exchange_cards`, `_serve_peers_stream` and the
+(b) the real handlers of a running Node (`service.serve_tool_stream` with the
+    node's ToolService, `cards.serve_card_stream` -> `exchange_cards`, `peer_exchange.serve_peers_stream` and the
     client side `read_peer_list`) over the in-memory TEST DOUBLE `MemoryStream`: they never
     raise, always end the stream, and every answer is a well-formed error frame or a valid
     response. At least 10,000 inputs per handler.
@@ -251,7 +251,7 @@ async def test_tool_handler_in_memory(figures):
             for i, payload in enumerate(variants(drawn, TRUNCATIONS)):
                 refuse_writes = refuse and i == 0
                 stream = MemoryStream(payload.chunks, peer_id=remote, refuse_writes=refuse_writes)
-                await node._serve_tool_stream(stream)  # must not raise
+                await node.service.serve_tool_stream(stream)  # must not raise
                 assert stream.ended, "the handler returned without closing or resetting the stream"
                 outcome = check_tool_answer(bytes(stream.written), payload.data)
                 if first_frame(payload.data) is not None and not refuse_writes:
@@ -286,7 +286,7 @@ async def test_card_handler_in_memory(figures):
 
         async def card_input(payload: Payload, refuse_writes: bool) -> None:
             stream = MemoryStream(payload.chunks, peer_id=remote, refuse_writes=refuse_writes)
-            await node._serve_card_stream(stream)  # must not raise
+            await node.cards.serve_card_stream(stream)  # must not raise
             assert stream.ended
             if refuse_writes:
                 assert not stream.written and stream.was_reset
@@ -356,7 +356,7 @@ async def test_peers_handler_in_memory(figures):
                 node.directory.update(stored)
             try:
                 server = MemoryStream(card_payload.chunks, peer_id=ID.from_base58(OTHER_PEER))
-                await node._serve_peers_stream(server)  # must not raise
+                await node.peer_exchange.serve_peers_stream(server)  # must not raise
                 assert server.closed and not server.was_reset
                 assert server.written.endswith(b"\n") and server.written.count(b"\n") == 1
                 served = parse_model(PeerList, strict_loads(bytes(server.written[:-1])), "peer list")

@@ -24,7 +24,7 @@ import trio
 from mcp.shared.exceptions import MCPError
 
 from node.app import Node
-from node.mcp.endpoint import EndpointConfigError, MeshMcpEndpoint, mcp_names
+from node.mcp.endpoint import EndpointConfigError, mcp_names
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_until
 from tests.mcp_interop.servers import (
     INSPECTOR,
@@ -205,10 +205,11 @@ async def test_dns_rebinding_and_bearer_token() -> None:
             assert result.content[0].text == "authorised"  # type: ignore[union-attr]
 
 
-def test_off_loopback_binding_requires_a_token() -> None:
-    node = make_node(node_config("node-x", mcp={"enabled": True, "host": "0.0.0.0", "port": 0}))
-    with pytest.raises(EndpointConfigError, match="mcp.token"):
-        MeshMcpEndpoint(node).http_app()
+async def test_off_loopback_binding_requires_a_token() -> None:
+    node = make_node(node_config("node-x", mcp={"enabled": False, "host": "0.0.0.0", "port": 0}))
+    async with node.running():
+        with pytest.raises(EndpointConfigError, match="mcp.token"):
+            node.mcp_endpoint.http_app()
 
 
 def test_name_sanitizing_is_deterministic_and_collision_free() -> None:

@@ -34,7 +34,6 @@ async def serving(**mcp_section: Any) -> AsyncIterator[str]:
     """A running node whose endpoint app is built for `mcp_section` and served on 127.0.0.1."""
     node = make_node(node_config("node-auth", [py_tool("echo", "echo", ECHO_PARAMS)],
                                  mcp={**mcp_section, "enabled": False}))
-    app = node.mcp_endpoint.http_app()
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -44,6 +43,7 @@ async def serving(**mcp_section: Any) -> AsyncIterator[str]:
         await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
     async with node.running(), trio.open_nursery() as nursery:
+        app = node.mcp_endpoint.http_app()
         binds = await nursery.start(serve)
         assert binds[0].startswith("http://127.0.0.1:")
         yield binds[0] + "/mcp"

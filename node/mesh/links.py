@@ -1,0 +1,116 @@
+"""Links to peers over this node's libp2p host: streams opened within a deadline, a tool call
+to one peer, a peer list fetched, connections listed and closed, connection events.
+
+Every wait has a deadline; every stream is ended (closed after a complete exchange, reset
+after a failure) by `closing_stream`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import replace
+
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
+
+from node.mesh.dialer import is_connected
+from node.mesh.host import full_addrs
+from protocols.errors import PeerUnreachable, ToolTimeout
+from protocols.messages import ToolRequest, ToolResponse
+from protocols.peers import PEERS_PROTOCOL, PeerList, read_peer_list
+from protocols.streams import WireLimits, closing_stream
+from protocols.tool import TOOL_PROTOCOL, request_tool
+
+log = logging.getLogger("praxis.links")
+
+STOP_TIMEOUT = 5.0  # for closing every connection when the node stops
+
+
+class PeerLinks:
+    def __init__(self, host: IHost, limits: WireLimits, connect_timeout: float) -> None:
+        self.host = host
+        self.limits = limits
+        self.connect_timeout = connect_timeout
+
+    @property
+    def addrs(self) -> list[str]:
+        return full_addrs(self.host)
+
+    def is_connected(self, peer_id: str) -> bool:
+        return is_connected(self.host, peer_id)
+
+    def connected_peers(self) -> list[str]:
+        network = self.host.get_network()
+        return sorted(p.to_string() for p in network.connections if network.get_connections(p))
+
+    async def open_stream(self, peer_id: str, protocol: str, deadline: float) -> INetStream:
+        """A new stream to a peer on `protocol`, dialling it if needed, within the connect timeout."""
+        limit = min(deadline, trio.current_time() + self.connect_timeout)
+        try:
+            with trio.fail_at(limit):
+                return await self.host.new_stream(ID.from_base58(peer_id), [protocol])  # type: ignore[list-item]
+        except trio.TooSlowError:
+            if limit >= deadline:
+                raise ToolTimeout(f"deadline passed while opening a stream to peer {peer_id}") from None
+            raise PeerUnreachable(f"no stream to peer {peer_id} within {self.connect_timeout:g} s") from None
+        except Exception as exc:  # libp2p raises many unrelated types for a failed dial
+            raise PeerUnreachable(f"cannot open a stream to peer {peer_id}: {type(exc).__name__}") from None
+
+    async def call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
+        """One request on `/praxis/tool/1.0.0`; a stream lost after sending may have run the tool."""
+        stream = await self.open_stream(peer_id, TOOL_PROTOCOL, deadline)
+        try:
+            async with closing_stream(stream):
+                # The deadline bounds the wait for the answer, not the idle timeout: tools may be slow.
+                return await request_tool(stream, request, replace(self.limits, idle_timeout=math.inf), deadline)
+        except PeerUnreachable as exc:
+            raise PeerUnreachable(exc.message, maybe_ran=True) from None
+
+    async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
+        """Ask a peer for the peers it knows (`/praxis/peers/1.0.0`)."""
+        deadline = trio.current_time() + timeout
+        async with closing_stream(await self.open_stream(peer_id, PEERS_PROTOCOL, deadline)) as stream:
+            return await read_peer_list(stream, self.limits, deadline)
+
+    async def disconnect_all(self) -> None:
+        """Close every connection so peers notice at once (leaving host.run() does not)."""
+        with trio.move_on_after(STOP_TIMEOUT) as scope:
+            scope.shield = True
+            for peer in list(self.host.get_network().connections):
+                try:
+                    await self.host.disconnect(peer)
+                except Exception as exc:  # already closing: nothing more to do for this peer
+                    log.debug("disconnect from %s: %s", peer, type(exc).__name__)
+
+
+class ConnectionEvents(INotifee):
+    """libp2p's connection events, as two callbacks: a peer connected; a peer's last
+    connection closed."""
+
+    def __init__(self, connected: Callable[[str], None], disconnected: Callable[[str], None]) -> None:
+        self._connected = connected
+        self._disconnected = disconnected
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._connected(conn.muxed_conn.peer_id.to_string())
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        if not [c for c in network.get_connections(peer) if c is not conn]:
+            self._disconnected(peer.to_string())
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
