@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from protocols.codec import parse_model
 from protocols.errors import InvalidRequest
 from protocols.messages import Card
-from protocols.streams import WireLimits
+from protocols.streams import ByteStream, WireLimits
 
 CARD_PROTOCOL = "/praxis/card/1.0.0"
 # A card is far smaller than a tool frame may be: 256 tools with modest schemas fit in 1 MiB.
@@ -16,7 +15,7 @@ MAX_CARD_BYTES = 1024 * 1024
 
 
 async def exchange_cards(
-    stream: Any, own_card: Card, remote_peer_id: str, limits: WireLimits, deadline: float
+    stream: ByteStream, own_card: Card, remote_peer_id: str, limits: WireLimits, deadline: float
 ) -> Card:
     """Send our card, receive the peer's, and check it names the authenticated peer.
 

@@ -1,4 +1,4 @@
-"""Pydantic models of every message on the praxis wire protocols (DESIGN.md section 4).
+"""Pydantic models of every message on the praxis wire protocols (docs/architecture.md, "The wire").
 
 Field names follow the reference Go node (camelCase on the wire). Models accept unknown
 fields from peers (the Go node may add some) but only ever emit the fields declared here.
@@ -162,7 +162,7 @@ class ToolRequest(_WireModel):
     name: str = Field(min_length=1, max_length=128)
     arguments: dict[str, Any] = Field(default_factory=dict)
     timestamp: int = Field(default_factory=now_ms)
-    # Python-node extensions (DESIGN.md section 4).
+    # Python-node extensions; a Go node ignores them.
     deadline_ms: int | None = Field(default=None, ge=1, le=24 * 3600 * 1000)
     hops: int = Field(default=0, ge=0, le=64)
     trace_id: str | None = Field(default=None, max_length=128)

@@ -7,14 +7,12 @@ bootstrap peer; the CLI uses it for `praxis-node peers`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from libp2p.peer.id import ID
 from pydantic import Field, field_validator
 
 from protocols.codec import parse_model
 from protocols.messages import Addr, ToolSpec, _WireModel
-from protocols.streams import WireLimits
+from protocols.streams import ByteStream, WireLimits
 
 PEERS_PROTOCOL = "/praxis/peers/1.0.0"
 MAX_PEERS_LISTED = 256
@@ -42,9 +40,9 @@ class PeerList(_WireModel):
     peers: list[PeerRecord] = Field(default_factory=list, max_length=MAX_PEERS_LISTED)
 
 
-async def send_peer_list(stream: Any, peers: PeerList, limits: WireLimits, deadline: float) -> None:
+async def send_peer_list(stream: ByteStream, peers: PeerList, limits: WireLimits, deadline: float) -> None:
     await limits.framed(stream).write_json(peers.to_wire(), deadline)
 
 
-async def read_peer_list(stream: Any, limits: WireLimits, deadline: float) -> PeerList:
+async def read_peer_list(stream: ByteStream, limits: WireLimits, deadline: float) -> PeerList:
     return parse_model(PeerList, await limits.framed(stream).read_json(deadline), "peer list")

@@ -11,7 +11,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -30,11 +30,18 @@ CLOSE_TIMEOUT = 2.0
 
 
 class ByteStream(Protocol):
-    """The part of libp2p's INetStream that framing uses."""
+    """The part of libp2p's INetStream the wire uses: read and write bytes, close or reset."""
 
     async def read(self, n: int | None = None) -> bytes: ...
 
     async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def reset(self) -> None: ...
+
+
+S = TypeVar("S", bound=ByteStream)
 
 
 class FramedStream:
@@ -106,7 +113,7 @@ class WireLimits:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_depth: int = DEFAULT_MAX_DEPTH
 
-    def framed(self, stream: Any) -> FramedStream:
+    def framed(self, stream: ByteStream) -> FramedStream:
         return FramedStream(
             stream,
             max_frame_bytes=self.max_frame_bytes,
@@ -115,7 +122,7 @@ class WireLimits:
         )
 
 
-async def end_stream(stream: Any, *, ok: bool) -> None:
+async def end_stream(stream: ByteStream, *, ok: bool) -> None:
     """Close a stream after a complete exchange, reset it after a failure; never hang."""
     with trio.move_on_after(CLOSE_TIMEOUT) as scope:
         scope.shield = True
@@ -137,7 +144,7 @@ async def end_stream(stream: Any, *, ok: bool) -> None:
 
 
 @asynccontextmanager
-async def closing_stream(stream: Any) -> AsyncIterator[Any]:
+async def closing_stream(stream: S) -> AsyncIterator[S]:
     """Close the stream after the block; reset it when the block raised."""
     ok = False
     try:

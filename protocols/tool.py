@@ -11,7 +11,7 @@ import trio
 from protocols.codec import parse_model
 from protocols.errors import InvalidRequest, PraxisError, TooLarge
 from protocols.messages import ToolRequest, ToolResponse
-from protocols.streams import WireLimits, end_stream
+from protocols.streams import ByteStream, WireLimits, end_stream
 
 TOOL_PROTOCOL = "/praxis/tool/1.0.0"
 
@@ -21,7 +21,7 @@ Dispatch = Callable[[ToolRequest, str], Awaitable[ToolResponse]]
 
 
 async def request_tool(
-    stream: Any, request: ToolRequest, limits: WireLimits, deadline: float
+    stream: ByteStream, request: ToolRequest, limits: WireLimits, deadline: float
 ) -> ToolResponse:
     """Client side: write the request, read and validate the response (caller ends the stream)."""
     framed = limits.framed(stream)
@@ -39,7 +39,7 @@ def _request_id(raw: Any) -> str:
 
 
 async def serve_tool_stream(
-    stream: Any, remote_peer_id: str, dispatch: Dispatch, limits: WireLimits
+    stream: ByteStream, remote_peer_id: str, dispatch: Dispatch, limits: WireLimits
 ) -> None:
     """Server side of one stream: never raises, always ends the stream.
 

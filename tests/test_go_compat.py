@@ -1,4 +1,4 @@
-"""A client writing frames exactly as DESIGN.md describes the Go node doing."""
+"""A client writing frames exactly as the Go node does (docs/architecture.md, "The wire")."""
 
 from contextlib import AsyncExitStack
 
