@@ -11,7 +11,6 @@ from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.swarm import Swarm
-from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -69,7 +68,3 @@ def parse_peer_addr(text: str) -> PeerInfo:
             f"not a peer address: {text!r} ({exc}); expected e.g. "
             "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW..."
         ) from None
-
-
-def peer_id_text(peer: ID) -> str:
-    return peer.to_string()
