@@ -122,8 +122,8 @@ async def test_call_tools_and_peers_through_the_mcp_endpoint(tmp_path):
             assert out.returncode == 1 and b"invalid arguments" in out.stderr
             out = await cli("peers", "--node", url, "--json")
             peers = json.loads(out.stdout)
-            assert peers[0]["peerId"] == ready_b["peerId"] and "add" in peers[0]["tools"]
-            assert any(p["peerId"] == ready_a["peerId"] and p["tools"] == "echo" for p in peers)
+            assert peers[0]["peerId"] == ready_b["peerId"] and "add" in peers[0]["tools"] and peers[0]["self"]
+            assert any(p["peerId"] == ready_a["peerId"] and p["tools"] == ["echo"] for p in peers)
     out = await cli("tools", "--node", "http://127.0.0.1:1/mcp", "--timeout", "3")
     assert out.returncode == 3 and b"error:" in out.stderr
 

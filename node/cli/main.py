@@ -8,12 +8,15 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from node.cli.logs import configure_logging
+from node.cli.output import print_peers, print_result, print_tools
+from node.cli.output import table as _table  # noqa: F401  (node/cli/demo.py prints its table with it)
+from node.cli.remote import RemoteNode, split_arguments, typed_arguments
 from node.config import ConfigError, NodeConfig, load_config
 from protocols.errors import PraxisError
 
@@ -62,92 +65,38 @@ async def cmd_id(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_call(args: argparse.Namespace) -> int:
+def _open_remote(args: argparse.Namespace) -> AbstractAsyncContextManager[RemoteNode]:
+    """The node that `--node URL` or `--peer MULTIADDR` names (argparse requires one of them)."""
     if args.node:
-        return await _call_through_endpoint(args)
-    from node.cli.remote_peer import connected_client, find_spec, param_types, parse_cli_arguments
+        from node.cli.remote_endpoint import EndpointRemote
 
-    async with connected_client(args.peer, args.timeout) as (node, peer_id):
-        spec = await find_spec(node, peer_id, args.tool)
-        arguments = parse_cli_arguments(args.arguments, param_types(spec))
-        response = await node.request_peer(peer_id, args.tool, arguments, timeout=args.timeout)
-    if response.error is not None:
-        print(f"error {response.error.code}: {response.error.message}", file=sys.stderr)
-        return EXIT_TOOL_ERROR
-    result = response.result
-    if args.json:
-        print(json.dumps(result.to_wire(), indent=2))
-    else:
-        print(result.text_output())
-    return EXIT_TOOL_ERROR if result.is_error else EXIT_OK
+        return EndpointRemote.open(args.node, args.token, args.timeout)
+    from node.cli.remote_peer import PeerRemote  # libp2p: imported only for --peer
+
+    return PeerRemote.open(args.peer, args.timeout)
 
 
-async def _call_through_endpoint(args: argparse.Namespace) -> int:
-    from node.cli.remote_endpoint import content_text, endpoint_call, endpoint_client
-
-    async with endpoint_client(args.node, args.token, args.timeout) as client:
-        result = await endpoint_call(client, args.tool, args.arguments)
-    if args.json:
-        print(result.model_dump_json(by_alias=True, exclude_none=True, indent=2))
-    elif result.is_error:
-        print(f"error: {content_text(result)}", file=sys.stderr)
-    else:
-        print(content_text(result))
+async def cmd_call(args: argparse.Namespace) -> int:
+    pairs = split_arguments(args.arguments)  # a malformed argument fails before anything is dialled
+    async with _open_remote(args) as remote:
+        tool = await remote.find_tool(args.tool)
+        arguments = typed_arguments(pairs, tool.param_types() if tool is not None else {})
+        result = await remote.call(tool.name if tool is not None else args.tool, arguments)
+    print_result(result, as_json=args.json)
     return EXIT_TOOL_ERROR if result.is_error else EXIT_OK
 
 
 async def cmd_tools(args: argparse.Namespace) -> int:
-    if args.node:
-        from node.cli.remote_endpoint import endpoint_client, endpoint_tools
-
-        async with endpoint_client(args.node, args.token, args.timeout) as client:
-            listed = await endpoint_tools(client)
-        rows = [{"name": t.name, "meshName": t.title or t.name, "description": t.description or ""}
-                for t in listed]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            _table(["tool", "mesh name", "description"], [list(r.values()) for r in rows])
-        return EXIT_OK
-    from node.cli.remote_peer import connected_client, mesh_tools
-
-    async with connected_client(args.peer, args.timeout) as (node, peer_id):
-        tools = await mesh_tools(node, peer_id)
-    if args.json:
-        print(json.dumps([t.__dict__ for t in tools], indent=2))
-        return EXIT_OK
-    _table(["tool", "node", "peer ID", "description"],
-           [[t.name, t.provider, t.peer_id, t.description] for t in tools])
+    async with _open_remote(args) as remote:
+        rows = await remote.tools()
+    print_tools(rows, as_json=args.json)
     return EXIT_OK
 
 
 async def cmd_peers(args: argparse.Namespace) -> int:
-    rows: list[list[str]]
-    if args.node:
-        from node.cli.remote_endpoint import endpoint_client, endpoint_peers
-
-        async with endpoint_client(args.node, args.token, args.timeout) as client:
-            data = await endpoint_peers(client)
-        me = data["self"]
-        rows = [[me["name"] + " (this node)", me["peerId"], ", ".join(me.get("addrs", [])),
-                 ", ".join(sorted(t["name"] for t in me.get("tools", [])))]]
-        rows += [[r.get("name", ""), r["peerId"], ", ".join(r.get("addrs", [])),
-                  ", ".join(t["name"] for t in r.get("tools", []))] for r in data["peers"]]
-    else:
-        from node.cli.remote_peer import connected_client
-
-        async with connected_client(args.peer, args.timeout) as (node, peer_id):
-            entry = node.directory.get(peer_id)
-            peers = await node.fetch_peer_list(peer_id, timeout=args.timeout)
-        assert entry is not None
-        rows = [[entry.card.name + " (dialled)", peer_id, ", ".join(entry.card.addrs),
-                 ", ".join(sorted(entry.tools))]]
-        rows += [[r.name, r.peer_id, ", ".join(r.addrs), ", ".join(t.name for t in r.tools)]
-                 for r in peers.peers if r.peer_id != node.peer_id]
-    if args.json:
-        print(json.dumps([dict(zip(["name", "peerId", "addrs", "tools"], r, strict=True)) for r in rows], indent=2))
-        return EXIT_OK
-    _table(["node", "peer ID", "addresses", "tools"], rows)
+    async with _open_remote(args) as remote:
+        rows = await remote.peers()
+    print_peers(rows, as_json=args.json)
     return EXIT_OK
 
 
@@ -176,15 +125,6 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING")
     return await run_demo(args.nodes, keep_dir=args.keep)
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [headers] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def build_parser() -> argparse.ArgumentParser:

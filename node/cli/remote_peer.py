@@ -1,29 +1,33 @@
-"""A short-lived node that dials one peer: what `praxis-node call|tools|peers --peer` use."""
+"""A short-lived node that dials one peer: the `RemoteNode` behind `praxis-node ... --peer`.
+
+Imports libp2p (through `node.app`): `node.cli.remote` imports this module only for `--peer`.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from node.app import Node
+from node.cli.remote import (
+    CallResult,
+    PeerRow,
+    ToolRow,
+    parameters_from_schema,
+    sorted_peers,
+    sorted_tools,
+)
 from node.config import parse_config
 from node.mesh.host import parse_peer_addr
 from protocols.errors import PeerUnreachable, ToolTimeout
 from protocols.messages import ToolSpec
+from protocols.peers import PeerRecord
 
-
-@dataclass
-class MeshToolInfo:
-    name: str
-    provider: str  # node name
-    peer_id: str
-    description: str = ""
+LISTING_TIMEOUT = 5.0  # seconds to wait for the peer's peer list when it only completes a listing
 
 
 def client_node(bootstrap: list[str], name: str = "praxis-cli") -> Node:
@@ -51,51 +55,79 @@ async def connected_client(peer_addr: str, timeout: float = 10.0) -> AsyncIterat
         yield node, target
 
 
-def param_types(spec: ToolSpec | None) -> dict[str, str]:
-    return {p.name: p.type for p in spec.parameters} if spec else {}
+def spec_schema(spec: ToolSpec) -> dict[str, Any]:
+    """The tool's input schema, as a node's MCP endpoint lists it: its own, else one from its parameters."""
+    if spec.input_schema:
+        return dict(spec.input_schema)
+    return {"type": "object",
+            "properties": {p.name: {"type": p.type, "description": p.description} for p in spec.parameters},
+            "required": [p.name for p in spec.parameters if p.required]}
 
 
-def parse_cli_arguments(pairs: list[str], types: Mapping[str, str]) -> dict[str, Any]:
-    """`key=value` pairs; values are JSON unless the tool declares the parameter a string."""
-    arguments: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"argument {pair!r} is not key=value")
-        if types.get(key) == "string":
-            arguments[key] = raw
-            continue
+def tool_row(spec: ToolSpec, provider: str, peer_id: str) -> ToolRow:
+    return ToolRow(name=spec.name, mesh_name=spec.name, provider=provider, peer_id=peer_id,
+                   description=spec.description, parameters=parameters_from_schema(spec_schema(spec)))
+
+
+class PeerRemote:
+    """The peer as its card and its peer list describe it; calls go to it over `/praxis/tool`.
+
+    Its tools are those of its card and of the cards of the peers it lists; the peer serves a
+    call or forwards it to a peer that can.
+    """
+
+    def __init__(self, node: Node, peer_id: str, timeout: float) -> None:
+        self.node = node
+        self.peer_id = peer_id
+        self.timeout = timeout
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, peer_addr: str, timeout: float) -> AsyncIterator[PeerRemote]:
+        async with connected_client(peer_addr, timeout) as (node, peer_id):
+            yield cls(node, peer_id, timeout)
+
+    def _own_rows(self) -> list[ToolRow]:
+        entry = self.node.directory.get(self.peer_id)
+        assert entry is not None  # connected_client waited for the card
+        return [tool_row(t, entry.card.name, self.peer_id) for t in entry.card.tools]
+
+    async def _peer_list(self, *, strict: bool) -> list[PeerRecord]:
+        """The peers the node lists, without this client. `strict`: a failure raises, else is empty."""
         try:
-            arguments[key] = json.loads(raw)
-        except ValueError:
-            arguments[key] = raw
-    return arguments
+            # Listing tools goes on without the peers' tools after a short wait, as it always did.
+            timeout = self.timeout if strict else min(self.timeout, LISTING_TIMEOUT)
+            listed = await self.node.fetch_peer_list(self.peer_id, timeout=timeout)
+        except (PeerUnreachable, ToolTimeout):
+            if strict:
+                raise
+            return []
+        return [r for r in listed.peers if r.peer_id != self.node.peer_id]
 
+    async def tools(self) -> list[ToolRow]:
+        rows = self._own_rows()
+        for record in await self._peer_list(strict=False):
+            rows.extend(tool_row(t, record.name, record.peer_id) for t in record.tools)
+        return sorted_tools(rows)
 
-async def find_spec(node: Node, peer_id: str, tool: str) -> ToolSpec | None:
-    """The tool's spec from the peer's card, else from the peers it knows."""
-    entry = node.directory.get(peer_id)
-    spec = next((t for t in entry.card.tools if t.name == tool), None) if entry else None
-    if spec is not None:
-        return spec
-    try:
-        peers = await node.fetch_peer_list(peer_id)
-    except (PeerUnreachable, ToolTimeout):
-        return None
-    return next((t for r in peers.peers for t in r.tools if t.name == tool), None)
+    async def find_tool(self, name: str) -> ToolRow | None:
+        # The peer's own card first: no round trip for its own tools.
+        own = next((r for r in self._own_rows() if r.name == name), None)
+        return own or next((r for r in await self.tools() if r.name == name), None)
 
+    async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
+        response = await self.node.request_peer(self.peer_id, name, arguments, timeout=self.timeout)
+        if response.error is not None:
+            return CallResult.failure(response.error.message)
+        result = response.result.to_wire()
+        return CallResult(content=list(result.get("content", [])), is_error=bool(result.get("isError")),
+                          structured_content=result.get("structuredContent"))
 
-async def mesh_tools(node: Node, peer_id: str) -> list[MeshToolInfo]:
-    """Every tool the peer knows: its own and its peers' (as its peer list reports them)."""
-    entry = node.directory.get(peer_id)
-    assert entry is not None
-    tools = [MeshToolInfo(t.name, entry.card.name, peer_id, t.description) for t in entry.card.tools]
-    try:
-        peers = await node.fetch_peer_list(peer_id)
-    except (PeerUnreachable, ToolTimeout):
-        return tools
-    for record in peers.peers:
-        if record.peer_id == node.peer_id:
-            continue
-        tools.extend(MeshToolInfo(t.name, record.name, record.peer_id, t.description) for t in record.tools)
-    return sorted(tools, key=lambda t: (t.name, t.provider))
+    async def peers(self) -> list[PeerRow]:
+        entry = self.node.directory.get(self.peer_id)
+        assert entry is not None
+        me = PeerRow(entry.card.name, self.peer_id, tuple(entry.card.addrs),
+                     tuple(sorted(t.name for t in entry.card.tools)), is_self=True)
+        others = [PeerRow(r.name, r.peer_id, tuple(r.addrs), tuple(sorted(t.name for t in r.tools)))
+                  for r in await self._peer_list(strict=True)]
+        return sorted_peers(me, others)
