@@ -81,16 +81,27 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_config(tmp_path / "nope.yaml", env={})
 
 
+PEER_A = "12D3KooWGzBe4hpqQ6G6C1tVMSPcp7vGPSrHHKMbEWTTMtTr7D3H"
+PEER_B = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+
+
 def test_env_overrides(tmp_path):
     path = write(tmp_path, "p2p: {port: 1}\n")
     config = load_config(path, env={
         "PRAXIS_P2P_PORT": "4002", "PRAXIS_P2P_ENABLE_MDNS": "false",
-        "PRAXIS_P2P_BOOTSTRAP_NODES": "/ip4/127.0.0.1/tcp/1/p2p/a, /ip4/127.0.0.1/tcp/2/p2p/b",
+        "PRAXIS_P2P_BOOTSTRAP_NODES": f"/ip4/127.0.0.1/tcp/1/p2p/{PEER_A}, /ip4/127.0.0.1/tcp/2/p2p/{PEER_B}",
         "PRAXIS_AGENT_NAME": "from-env",
     })
     assert config.p2p.port == 4002 and config.p2p.enable_mdns is False
-    assert config.p2p.bootstrap_nodes == ["/ip4/127.0.0.1/tcp/1/p2p/a", "/ip4/127.0.0.1/tcp/2/p2p/b"]
+    assert config.p2p.bootstrap_nodes == [f"/ip4/127.0.0.1/tcp/1/p2p/{PEER_A}", f"/ip4/127.0.0.1/tcp/2/p2p/{PEER_B}"]
     assert config.agent.name == "from-env"
+
+
+def test_a_bad_env_override_is_checked_like_the_file(tmp_path):
+    path = write(tmp_path, "p2p: {port: 1}\n")
+    with pytest.raises(ConfigError, match=r"p2p.bootstrap_nodes\[1\]: '/ip4/127.0.0.1/tcp/2/p2p/b' is not a multiaddr"):
+        load_config(path, env={"PRAXIS_P2P_BOOTSTRAP_NODES":
+                               f"/ip4/127.0.0.1/tcp/1/p2p/{PEER_A},/ip4/127.0.0.1/tcp/2/p2p/b"})
 
 
 def test_bad_env_override_names_the_key(tmp_path):

@@ -201,3 +201,56 @@ async def test_argument_and_result_size_limits():
     local.max_argument_bytes = 10_000
     with pytest.raises(TooLarge, match="result is .* over the limit of 200"):
         await local.run("echo", {"text": "y" * 500}, soon())
+
+
+# -- engines check contracts built in code with the config's models -----------------------------------
+
+def test_process_engine_checks_a_contract_with_the_config_model():
+    """Every problem of the engineSpec at once, each naming its field; never a value."""
+    contract = proc(["true"], timeout="5", env={"TOKEN": ["SECRET-VALUE"]}, cwd=7)
+    contract.engine_spec["command"] = "echo hi"
+    with pytest.raises(ContractError) as err:
+        enabled().check_contract(contract)
+    message = err.value.message
+    assert message.startswith("tool 'p': ")
+    for field in ("engineSpec.command", "engineSpec.env", "engineSpec.timeout", "engineSpec.cwd"):
+        assert field in message, message
+    assert "SECRET-VALUE" not in message
+
+
+async def test_engines_run_the_typed_spec(tmp_path):
+    """A contract from a loaded config carries its parsed spec; the engine runs that."""
+    from node.config import ProcessSpec, parse_config
+
+    (tmp_path / "work").mkdir()
+    config = parse_config({"agent": {"tools": [
+        {"name": "where", "engine": "process",
+         "engineSpec": {"command": ["sh", "-c", 'pwd; printf %s "$FIXED"'], "cwd": "work", "env": {"FIXED": "x"},
+                        "timeout": 5, "go_only": True}}]}}, env={}, base_dir=tmp_path)
+    contract = config.agent.tools[0]
+    spec = contract.typed_spec(ProcessSpec)
+    assert spec.cwd == "work" and spec.timeout == 5.0 and contract.typed_spec(ProcessSpec) is spec
+    engine = ProcessEngine(ProcessEngineSettings(enabled=True), config.base_dir)
+    engine.check_contract(contract)
+    result = await engine.execute(contract, {}, soon())
+    assert result.text_output() == f"{(tmp_path / 'work').resolve()}\nx"
+
+
+def test_python_engine_reports_a_module_that_fails_to_import(tmp_path, monkeypatch):
+    (tmp_path / "broken_tool_module.py").write_text("raise RuntimeError('broken at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    contract = ToolContract(name="x", engine="python", engine_spec={"callable": "broken_tool_module:f"})
+    with pytest.raises(ContractError, match=r"cannot load 'broken_tool_module:f': RuntimeError: broken at import"):
+        PythonEngine().check_contract(contract)
+
+
+async def test_local_tools_name_every_contract_they_cannot_run():
+    from node.tools.local import LocalTools
+
+    bad = [ToolContract(name="a", engine="python", engine_spec={"callable": "no.such:thing"}),
+           ToolContract(name="b", engine="python", engine_spec={}),
+           py("echo")]
+    with pytest.raises(ContractError) as err:
+        LocalTools(bad, {"python": PythonEngine()}).check_contracts()
+    assert "tool 'a': cannot load 'no.such:thing'" in err.value.message
+    assert "tool 'b': engineSpec.callable is missing" in err.value.message

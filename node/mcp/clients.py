@@ -37,6 +37,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import CONNECTION_CLOSED
 
+from node.config import mcp_server_problem
 from protocols.errors import EngineUnavailable, ToolExecutionError, ToolTimeout
 from protocols.messages import ContentItem, ToolResult
 
@@ -92,29 +93,19 @@ class McpServerParams:
         headers: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> McpServerParams:
-        """Validate one server's settings; raise ValueError saying what is wrong (no secrets)."""
-        if transport is not None and transport not in TRANSPORTS:
-            raise ValueError(
-                f"transport must be one of {', '.join(TRANSPORTS)}, found {transport!r}"
-            )
-        if address and command:
-            raise ValueError("give either address (a URL) or command (stdio), not both")
-        if command or transport == "stdio":
-            if not command:
-                raise ValueError("transport stdio needs a command")
-            if transport not in (None, "stdio"):
-                raise ValueError(f"a command is started over stdio, not {transport}")
-            if headers:
-                raise ValueError("headers apply to HTTP transports only, not to a stdio command")
+        """Validate one server's settings; raise ValueError saying what is wrong (no secrets).
+
+        The rule is the config's (`node.config.mcp_server_problem`), so an `mcp.servers` entry
+        or a `remote-mcp` engineSpec that loaded always builds.
+        """
+        problem = mcp_server_problem(address=address, transport=transport, command=command,
+                                     headers=headers, env=env)
+        if problem:
+            raise ValueError(problem)
+        if command:
             return cls(name, "stdio", command=command, args=tuple(str(a) for a in args),
                        env=tuple(sorted((env or {}).items())), cwd=cwd)
-        if not address:
-            raise ValueError("needs address (an http:// or https:// URL) or command (stdio)")
-        parts = urlsplit(address)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("address must be an http:// or https:// URL")
-        if env:
-            raise ValueError("env applies to stdio commands only")
+        assert address is not None
         kind: Transport = "sse" if transport == "sse" else "streamable-http"
         return cls(name, kind, url=address, headers=tuple(sorted((headers or {}).items())))
 

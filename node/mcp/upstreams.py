@@ -82,15 +82,12 @@ class UpstreamTool:
 
 
 def server_params(entry: McpServerEntry, base_dir: Path | None = None) -> McpServerParams:
-    """Validate one `mcp.servers` entry; raises ValueError naming the server."""
+    """How to reach one `mcp.servers` entry (an `McpServerEntry` checked the rule `build` checks)."""
     command, cwd = resolve_stdio_paths(entry.command, entry.cwd, base_dir)
-    try:
-        return McpServerParams.build(
-            entry.name, address=entry.address, transport=entry.transport, command=command,
-            args=entry.args, env=entry.env, headers=entry.headers, cwd=cwd,
-        )
-    except ValueError as exc:
-        raise ValueError(f"mcp.servers[{entry.name}]: {exc}") from None
+    return McpServerParams.build(
+        entry.name, address=entry.address, transport=entry.transport, command=command,
+        args=entry.args, env=entry.env, headers=entry.headers, cwd=cwd,
+    )
 
 
 class McpUpstreams:

@@ -10,7 +10,7 @@ from typing import Any
 from node.config import ToolContract
 from node.tools.arguments import check_arguments
 from node.tools.engines.base import ExecutionEngine
-from protocols.errors import EngineUnavailable, PraxisError, TooLarge, ToolExecutionError
+from protocols.errors import ContractError, EngineUnavailable, PraxisError, TooLarge, ToolExecutionError
 from protocols.messages import ToolResult, ToolSpec
 
 log = logging.getLogger("praxis.local")
@@ -51,12 +51,22 @@ class LocalTools:
         return self._contracts.pop(name, None) is not None
 
     def check_contracts(self) -> None:
-        """Fail at start on a contract its engine can never run."""
+        """Fail at start on a contract its engine can never run, naming every such contract.
+
+        A config from `load_config` passes: it was checked with the same models when it loaded.
+        This catches contracts built in code and engines handed to the node.
+        """
+        problems = []
         for contract in self._contracts.values():
             engine = self._engines.get(contract.engine)
             if engine is None:
                 raise EngineUnavailable(f"tool {contract.name!r}: engine {contract.engine!r} is not available")
-            engine.check_contract(contract)
+            try:
+                engine.check_contract(contract)
+            except ContractError as exc:
+                problems.append(exc.message)
+        if problems:
+            raise ContractError("; ".join(problems))
 
     async def run(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult:
         contract = self._contracts[name]

@@ -35,21 +35,21 @@ import trio
 # connection from the SDK's session classes (dagger-io is pinned).
 from dagger.client._session import ConnectParams, SingleConnection
 
-from node.config import DaggerEngineSettings, ToolContract
+from node.config import (
+    CACHE_BUST,
+    DaggerEngineSettings,
+    DaggerSpec,
+    Mount,
+    ToolContract,
+    allowed_roots,
+    resolve_mounts,
+)
 from node.tools.engines.base import (
     ContractError,
     EngineUnavailable,
     ToolExecutionError,
     ToolResult,
     ToolTimeout,
-)
-from node.tools.engines.dagger_spec import (
-    CACHE_BUST,
-    DaggerSpec,
-    Mount,
-    allowed_roots,
-    parse_spec,
-    resolve_mounts,
 )
 from node.tools.engines.env import arguments_as_env
 from node.tools.engines.process import structured_stdout
@@ -101,13 +101,20 @@ class DaggerEngine:
     # -- the ExecutionEngine interface -----------------------------------------------------
 
     def check_contract(self, contract: ToolContract) -> None:
-        spec = parse_spec(contract)
-        resolve_mounts(contract, spec, self.base_dir, self._roots, must_exist=False)
+        """The engineSpec (`node.config.DaggerSpec`) and the mounts' roots; a mount folder may be
+        created after start (a config's mounts must exist when it loads)."""
+        self._mounts(contract, contract.typed_spec(DaggerSpec, fresh=True), must_exist=False)
+
+    def _mounts(self, contract: ToolContract, spec: DaggerSpec, *, must_exist: bool) -> list[Mount]:
+        mounts, problems = resolve_mounts(spec.mounts, self.base_dir, self._roots, must_exist=must_exist)
+        if problems:
+            raise ContractError(f"tool {contract.name!r}: " + "; ".join(problems))
+        return mounts
 
     async def execute(self, contract: ToolContract, arguments: dict[str, Any], deadline: float) -> ToolResult:
         tool = contract.name
-        spec = parse_spec(contract)
-        mounts = resolve_mounts(contract, spec, self.base_dir, self._roots, must_exist=True)
+        spec = contract.typed_spec(DaggerSpec)
+        mounts = self._mounts(contract, spec, must_exist=True)
         passthrough = {n: self._environ[n] for n in spec.env_passthrough if n in self._environ}
         reserved = {*spec.env, *spec.env_passthrough, CACHE_BUST}
         arg_env = arguments_as_env(contract, arguments, reserved=reserved)

@@ -1,8 +1,9 @@
 """`process` engine: a host process, with no isolation, only where the operator enables it.
 
-`engineSpec`: `command` (argv list, required), `env` (fixed variables), `timeout` (seconds),
-`cwd` (relative to the config file's folder). The declared parameters a call passes become
-environment variables (nothing else does: see `node.tools.engines.env`).
+`engineSpec` (`node.config.ProcessSpec`): `command` (argv list, required), `env` (fixed
+variables), `timeout` (seconds), `cwd` (relative to the config file's folder). The declared
+parameters a call passes become environment variables (nothing else does: see
+`node.tools.engines.env`).
 Stdout is the result (JSON stdout is also structured content); output past the limit kills
 the process and fails the call.
 """
@@ -19,9 +20,8 @@ from typing import Any
 
 import trio
 
-from node.config import ProcessEngineSettings, ToolContract
+from node.config import ProcessEngineSettings, ProcessSpec, ToolContract
 from node.tools.engines.base import (
-    ContractError,
     EngineUnavailable,
     ToolExecutionError,
     ToolResult,
@@ -41,26 +41,8 @@ class ProcessEngine:
         self.settings = settings
         self.base_dir = base_dir
 
-    def _spec(self, contract: ToolContract) -> tuple[list[str], dict[str, str], float, Path]:
-        spec = contract.engine_spec
-        command = spec.get("command")
-        if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
-            raise ContractError(
-                f"tool {contract.name!r}: engineSpec.command must be a non-empty list of strings"
-            )
-        env = spec.get("env") or {}
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ContractError(f"tool {contract.name!r}: engineSpec.env must map strings to strings")
-        timeout = spec.get("timeout", self.settings.default_timeout_seconds)
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise ContractError(f"tool {contract.name!r}: engineSpec.timeout must be a positive number")
-        cwd = self.base_dir / str(spec.get("cwd", "."))
-        return list(command), dict(env), float(timeout), cwd
-
     def check_contract(self, contract: ToolContract) -> None:
-        self._spec(contract)
+        contract.typed_spec(ProcessSpec, fresh=True)
 
     async def execute(
         self, contract: ToolContract, arguments: dict[str, Any], deadline: float
@@ -70,11 +52,12 @@ class ProcessEngine:
                 f"tool {contract.name!r}: the process engine is disabled on this node "
                 "(set engines.process.enabled: true to run host processes)"
             )
-        command, fixed_env, timeout, cwd = self._spec(contract)
+        spec = contract.typed_spec(ProcessSpec)
+        command, cwd = list(spec.command), self.base_dir / (spec.cwd or ".")
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        env.update(fixed_env)
-        env.update(arguments_as_env(contract, arguments, reserved=fixed_env))
-        deadline = min(deadline, trio.current_time() + timeout)
+        env.update(spec.env)
+        env.update(arguments_as_env(contract, arguments, reserved=spec.env))
+        deadline = min(deadline, trio.current_time() + (spec.timeout or self.settings.default_timeout_seconds))
         limit = self.settings.max_output_bytes
         try:
             process = await trio.lowlevel.open_process(

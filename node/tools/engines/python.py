@@ -1,6 +1,6 @@
 """`python` engine: an in-process callable named in the config (trusted code, no isolation).
 
-`engineSpec.callable: "package.module:function"`. The function receives the arguments as
+`engineSpec.callable: "package.module:function"` (`node.config.PythonSpec`). The function receives the arguments as
 keyword arguments and may be sync or async. A sync function runs on the node's event loop,
 so it must be quick; anything slow belongs in a `process` or `dagger` tool.
 Return a `str` (the text result), a JSON-able dict/list (text plus structured content), or
@@ -9,7 +9,6 @@ a `ToolResult`.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import logging
@@ -18,7 +17,7 @@ from typing import Any
 
 import trio
 
-from node.config import ToolContract
+from node.config import PythonSpec, ToolContract, import_callable
 from node.tools.engines.base import ContractError, PraxisError, ToolExecutionError, ToolResult, ToolTimeout
 
 log = logging.getLogger("praxis.engine.python")
@@ -45,28 +44,20 @@ class PythonEngine:
     def __init__(self) -> None:
         self._resolved: dict[str, Callable[..., Any]] = {}
 
-    def _callable(self, contract: ToolContract) -> Callable[..., Any]:
-        target = contract.engine_spec.get("callable")
-        if not isinstance(target, str) or ":" not in target:
-            raise ContractError(
-                f"tool {contract.name!r}: engineSpec.callable must be 'package.module:function', "
-                f"found {type(target).__name__ if not isinstance(target, str) else repr(target)}"
-            )
+    def _callable(self, contract: ToolContract, *, fresh: bool = False) -> Callable[..., Any]:
+        target = contract.typed_spec(PythonSpec, fresh=fresh).callable
         cached = self._resolved.get(target)
         if cached is not None:
             return cached
-        module_name, _, attr = target.partition(":")
         try:
-            func = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ContractError(f"tool {contract.name!r}: cannot load {target!r}: {exc}") from None
-        if not callable(func):
-            raise ContractError(f"tool {contract.name!r}: {target!r} is not callable")
+            func = import_callable(target)
+        except ValueError as exc:
+            raise ContractError(f"tool {contract.name!r}: {exc}") from None
         self._resolved[target] = func
         return func
 
     def check_contract(self, contract: ToolContract) -> None:
-        self._callable(contract)
+        self._callable(contract, fresh=True)
 
     async def execute(
         self, contract: ToolContract, arguments: dict[str, Any], deadline: float

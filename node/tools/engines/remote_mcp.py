@@ -17,58 +17,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from node.config import ToolContract
+from node.config import RemoteMcpSpec, ToolContract
 from node.mcp.clients import McpClientPool, McpServerParams, resolve_stdio_paths
-from node.tools.engines.base import ContractError, ToolResult
-
-_SPEC_KEYS = {"address", "command", "args", "env", "cwd", "transport", "headers", "tool"}
+from node.tools.engines.base import ToolResult
 
 
-def _str_map(value: Any, key: str, contract: ToolContract) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        # Never echo the value: headers and env hold secrets.
-        raise ContractError(f"tool {contract.name!r}: engineSpec.{key} must map strings to strings")
-    return dict(value)
-
-
-def server_params(contract: ToolContract, base_dir: Path | None = None) -> McpServerParams:
-    """The server a remote-mcp contract forwards to; raises ContractError on a bad engineSpec."""
-    spec = contract.engine_spec
-    unknown = sorted(set(spec) - _SPEC_KEYS)
-    if unknown:
-        raise ContractError(
-            f"tool {contract.name!r}: unknown engineSpec key(s) {unknown} for engine remote-mcp; "
-            f"expected some of {sorted(_SPEC_KEYS)}"
-        )
-    for key in ("address", "command", "transport", "tool", "cwd"):
-        if spec.get(key) is not None and not isinstance(spec[key], str):
-            raise ContractError(f"tool {contract.name!r}: engineSpec.{key} must be a string")
-    args = spec.get("args") or []
-    if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
-        raise ContractError(f"tool {contract.name!r}: engineSpec.args must be a list of strings")
-    command, cwd = resolve_stdio_paths(spec.get("command"), spec.get("cwd"), base_dir)
-    try:
-        return McpServerParams.build(
-            contract.name,
-            address=spec.get("address"),
-            transport=spec.get("transport"),
-            command=command,
-            args=[str(a) for a in args],
-            env=_str_map(spec.get("env"), "env", contract),
-            headers=_str_map(spec.get("headers"), "headers", contract),
-            cwd=cwd,
-        )
-    except ValueError as exc:
-        raise ContractError(f"tool {contract.name!r}: engineSpec: {exc}") from None
+def server_params(contract: ToolContract, base_dir: Path | None = None, *, fresh: bool = False) -> McpServerParams:
+    """The server a remote-mcp contract forwards to; raises ContractError on a bad engineSpec
+    (`node.config.RemoteMcpSpec`, which checks the same rule as `McpServerParams.build`)."""
+    spec = contract.typed_spec(RemoteMcpSpec, fresh=fresh)
+    command, cwd = resolve_stdio_paths(spec.command, spec.cwd, base_dir)
+    return McpServerParams.build(
+        contract.name, address=spec.address, transport=spec.transport, command=command,
+        args=spec.args, env=spec.env, headers=spec.headers, cwd=cwd,
+    )
 
 
 def remote_tool_name(contract: ToolContract) -> str:
-    tool = contract.engine_spec.get("tool")
-    return tool if isinstance(tool, str) and tool else contract.name
+    return contract.typed_spec(RemoteMcpSpec).tool or contract.name
 
 
 class RemoteMcpEngine:
@@ -79,16 +45,15 @@ class RemoteMcpEngine:
         self.base_dir = base_dir
         self._params: dict[str, McpServerParams] = {}
 
-    def _server(self, contract: ToolContract) -> McpServerParams:
-        params = self._params.get(contract.name)
+    def _server(self, contract: ToolContract, *, fresh: bool = False) -> McpServerParams:
+        params = None if fresh else self._params.get(contract.name)
         if params is None:
-            params = server_params(contract, self.base_dir)
+            params = server_params(contract, self.base_dir, fresh=fresh)
             self._params[contract.name] = params
         return params
 
     def check_contract(self, contract: ToolContract) -> None:
-        self._params.pop(contract.name, None)
-        self._server(contract)
+        self._server(contract, fresh=True)
 
     async def execute(
         self, contract: ToolContract, arguments: dict[str, Any], deadline: float

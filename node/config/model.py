@@ -1,40 +1,50 @@
-"""Node configuration: pydantic models in the shape of the Go node's YAML, loading, overrides.
+"""The config's models: the sections of the Go node's YAML, and the rules each section checks.
 
-A bad config fails at start with a `ConfigError` naming the file, the key, what was found
-and what was expected. `PRAXIS_<SECTION>_<KEY>` environment variables override scalar and
-list keys of the top-level sections (lists comma-separated), e.g. `PRAXIS_P2P_PORT=4001`,
-`PRAXIS_P2P_BOOTSTRAP_NODES=/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`.
+Sections check themselves wherever they are built: addresses (`p2p.host`, `mcp.host`,
+`p2p.bootstrap_nodes`), the endpoint's token rule, `mcp.servers` entries, and the parameters a
+tool may declare. A tool's `engineSpec` is checked with its engine's model
+(`node.config.engine_specs`) when the tool is part of a config being loaded (validated with a
+`ConfigContext`); a `ToolContract` built on its own is checked by its engine
+(`check_contract`), with the same model.
 """
 
 from __future__ import annotations
 
-import os
+import ipaddress
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar
 
-import yaml
+import multiaddr
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails
 
+from node.config.engine_specs import (
+    ENGINE_SPECS,
+    EngineSpec,
+    config_context,
+    folder_problem,
+    mcp_server_problem,
+    parse_engine_spec,
+)
+from node.config.errors import Loc, as_details, contract_error, invalid, with_problems
 from protocols.messages import ToolParameter, ToolSpec
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 EngineKind = Literal["dagger", "remote-mcp", "process", "python"]
 MiB = 1024 * 1024
-
-
-class ConfigError(Exception):
-    """The config file cannot be used; the message says where and why."""
+SpecT = TypeVar("SpecT", bound=EngineSpec)
+PEER_ADDRESS_EXAMPLE = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW..."
 
 
 class _Section(BaseModel):
@@ -59,6 +69,8 @@ class ToolContract(_Section):
     # `remote-mcp` tools may turn it on; for `process` and `dagger` tools, whose arguments
     # become environment variables, a config that sets it is refused at load.
     accept_undeclared_arguments: bool = False
+    # The engineSpec parsed by its engine's model (see `typed_spec`).
+    _spec: EngineSpec | None = PrivateAttr(default=None)
 
     @field_validator("params", mode="before")
     @classmethod
@@ -73,12 +85,12 @@ class ToolContract(_Section):
         names = [p.name for p in params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise _contract_error(f"tool {tool!r}: parameter(s) {dupes} are declared more than once")
+            raise contract_error(f"tool {tool!r}: parameter(s) {dupes} are declared more than once")
         if info.data.get("engine") in ENV_ENGINES:
             for name in names:
                 problem = env_param_problem(name)
                 if problem:
-                    raise _contract_error(
+                    raise contract_error(
                         f"tool {tool!r}: parameter {name[:64]!r} {problem}. A parameter of a "
                         f"{info.data['engine']} tool becomes an environment variable: {ENV_PARAM_RULE}"
                     )
@@ -86,21 +98,30 @@ class ToolContract(_Section):
 
     @field_validator("engine_spec")
     @classmethod
-    def _params_do_not_collide(cls, spec: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """A parameter that the contract's own variables would shadow could never be passed."""
-        if info.data.get("engine") not in ENV_ENGINES:
-            return spec
-        env = spec.get("env")
-        passthrough = spec.get("env_passthrough")
-        taken = set(env) if isinstance(env, dict) else set()
-        if info.data.get("engine") == "dagger" and isinstance(passthrough, list):
-            taken |= {n for n in passthrough if isinstance(n, str)}
-        clash = sorted(p.name for p in info.data.get("params", []) if p.name in taken)
-        if clash:
-            raise _contract_error(
-                f"tool {info.data.get('name', '?')!r}: parameter(s) {clash} are also set by "
-                "engineSpec.env or env_passthrough; a call could never pass them (rename one)"
-            )
+    def _engine_spec_checked(cls, spec: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """In a config being loaded, the engine's model checks the spec (every problem at its key).
+        Always: a parameter that the contract's own variables would shadow could never be passed."""
+        details: list[InitErrorDetails] = []
+        engine = info.data.get("engine")
+        context = config_context(info)
+        if context is not None and engine in ENGINE_SPECS:
+            try:
+                ENGINE_SPECS[engine].model_validate(spec, context=context)
+            except ValidationError as exc:
+                details += [as_details(err) for err in exc.errors()]
+        if engine in ENV_ENGINES:
+            env = spec.get("env")
+            passthrough = spec.get("env_passthrough")
+            taken = set(env) if isinstance(env, dict) else set()
+            if engine == "dagger" and isinstance(passthrough, list):
+                taken |= {n for n in passthrough if isinstance(n, str)}
+            clash = sorted(p.name for p in info.data.get("params", []) if p.name in taken)
+            if clash:
+                message = (f"tool {info.data.get('name', '?')!r}: parameter(s) {clash} are also set by "
+                           "engineSpec.env or env_passthrough; a call could never pass them (rename one)")
+                details.append(InitErrorDetails(type=contract_error(message), loc=(), input=None))
+        if details:
+            raise ValidationError.from_exception_data(cls.__name__, details)
         return spec
 
     @field_validator("accept_undeclared_arguments")
@@ -108,12 +129,26 @@ class ToolContract(_Section):
     def _undeclared_never_become_env(cls, accept: bool, info: ValidationInfo) -> bool:
         engine = info.data.get("engine")
         if accept and engine in ENV_ENGINES:
-            raise _contract_error(
+            raise contract_error(
                 f"tool {info.data.get('name', '?')!r}: accept_undeclared_arguments is not allowed for "
                 f"{engine} tools: their arguments become environment variables, so only declared "
                 "params may be passed (declare each one under params)"
             )
         return accept
+
+    @model_validator(mode="after")
+    def _keep_parsed_spec(self, info: ValidationInfo) -> ToolContract:
+        if config_context(info) is not None:  # checked above: keep the typed spec the engine will run
+            self._spec = ENGINE_SPECS[self.engine].model_validate(self.engine_spec)
+        return self
+
+    def typed_spec(self, model: type[SpecT], *, fresh: bool = False) -> SpecT:
+        """The engineSpec as `model`, parsed once (again with `fresh`); a `ContractError` naming
+        the tool and every problem when it does not fit. A contract is a value: its engineSpec
+        is not changed after it is built."""
+        if fresh or not isinstance(self._spec, model):
+            self._spec = parse_engine_spec(model, self.name, self.engine_spec)
+        return self._spec
 
     def input_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, derived from `params`."""
@@ -147,6 +182,11 @@ class AgentSection(_Section):
     def _null_is_empty(cls, v: Any) -> Any:
         return [] if v is None else v
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unique_tools(cls, data: Any, handler: ModelWrapValidatorHandler[AgentSection]) -> AgentSection:
+        return unique_names(cls.__name__, data, handler, "tools", "tool")
+
 
 class P2PSection(_Section):
     port: int = Field(default=0, ge=0, le=65535)
@@ -162,6 +202,28 @@ class P2PSection(_Section):
     # Upper bound of the exponential backoff between dials of a bootstrap node.
     dial_backoff_max_seconds: float = Field(default=10.0, gt=0)
 
+    @field_validator("host")
+    @classmethod
+    def _listen_address(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise contract_error(f"found {host[:64]!r}; expected an IPv4 or IPv6 address to listen on, "
+                                 "such as 127.0.0.1 or 0.0.0.0 (not a name)") from None
+        return host
+
+    @field_validator("bootstrap_nodes")
+    @classmethod
+    def _peer_addresses(cls, addrs: list[str]) -> list[str]:
+        problems: list[tuple[Loc, str]] = []
+        for i, addr in enumerate(addrs):
+            problem = peer_address_problem(addr)
+            if problem:
+                problems.append(((i,), problem))
+        if problems:
+            raise invalid(cls.__name__, problems)
+        return addrs
+
 
 class McpServerEntry(_Section):
     """A whole MCP server whose tools this node forwards calls to."""
@@ -176,15 +238,62 @@ class McpServerEntry(_Section):
     cwd: str | None = None  # stdio: working folder (relative to the config file's folder)
     share: bool = False  # also advertise these tools to peers in this node's card
 
+    @field_validator("cwd")
+    @classmethod
+    def _cwd_exists(cls, cwd: str | None, info: ValidationInfo) -> str | None:
+        """A stdio server's folder must exist (the process would not start)."""
+        context = config_context(info)
+        if cwd is not None and info.data.get("command") and context is not None and context.base_dir is not None:
+            problem = folder_problem(context.base_dir, cwd)
+            if problem:
+                raise contract_error(problem)
+        return cwd
+
+    @model_validator(mode="after")
+    def _reachable(self) -> McpServerEntry:
+        problem = mcp_server_problem(address=self.address, transport=self.transport, command=self.command,
+                                     headers=self.headers, env=self.env)
+        if problem:
+            raise invalid(type(self).__name__, [((), f"server {self.name!r}: {problem}")])
+        return self
+
 
 class McpSection(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
-    token: str | None = Field(default=None, repr=False)  # bearer token; required off loopback
+    # Bearer token; required off loopback. Checked even when absent (validate_default).
+    token: str | None = Field(default=None, repr=False, validate_default=True)
     servers: list[McpServerEntry] = Field(default_factory=list)
     # How often forwarded servers' tool lists are fetched again without a change notice.
     refresh_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unique_servers(cls, data: Any, handler: ModelWrapValidatorHandler[McpSection]) -> McpSection:
+        return unique_names(cls.__name__, data, handler, "servers", "server")
+
+    @field_validator("host")
+    @classmethod
+    def _bind_address(cls, host: str) -> str:
+        if host != "localhost":
+            try:
+                ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+            except ValueError:
+                raise contract_error(f"found {host[:64]!r}; expected an IPv4 or IPv6 address to serve on "
+                                     "(or localhost), such as 127.0.0.1") from None
+        return host
+
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, token: str | None, info: ValidationInfo) -> str | None:
+        """The endpoint served off loopback needs a token (SECURITY.md, promise 12)."""
+        host = info.data.get("host")
+        if info.data.get("enabled") and not token and isinstance(host, str) and not is_loopback(host):
+            raise contract_error(
+                f"missing; required because mcp.host {host!r} is not a loopback address: set a token, "
+                "which clients then send as 'Authorization: Bearer <token>' (or serve on 127.0.0.1)")
+        return token
 
 
 class ProcessEngineSettings(_Section):
@@ -256,126 +365,56 @@ class NodeConfig(_Section):
         return next((t for t in self.agent.tools if t.name == name), None)
 
 
-# Keys whose values may be secrets: a config error never shows what was found under them.
-_SECRET_KEYS = frozenset({"headers", "token", "env", "secrets", "password", "authorization", "api_key"})
-_SECRET_FRAGMENTS = ("secret", "token", "password")
-# Errors that mean "a section, mapping or list was expected here": whatever was found instead
-# (`mcp: "token=..."`) may be a secret written in the wrong place, so only its type is shown.
-_CONTAINER_ERRORS = frozenset({
-    "model_type", "model_attributes_type", "dataclass_type", "dict_type", "mapping_type",
-    "list_type", "tuple_type", "set_type", "frozen_set_type", "iterable_type",
-})
-_CONTRACT_ERROR = "praxis_contract"
-_SHOWN_CHARS = 80
-_TYPE_NAMES = {"str": "string", "int": "number", "float": "number", "bool": "boolean", "dict": "mapping",
-               "list": "list", "NoneType": "null"}
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
-def _contract_error(message: str) -> PydanticCustomError:
-    """A contract rule's error: `_describe` shows its message as it is, after the key."""
-    return PydanticCustomError(_CONTRACT_ERROR, "{message}", {"message": message})
-
-
-def _is_secret_key(part: Any) -> bool:
-    name = str(part).lower()
-    return name in _SECRET_KEYS or any(fragment in name for fragment in _SECRET_FRAGMENTS)
-
-
-def _shown(err: Mapping[str, Any]) -> str:
-    """What a config error may say it found: a scalar's value, otherwise only its type."""
-    found = err.get("input")
-    if any(_is_secret_key(p) for p in err["loc"]):
-        return "(hidden)"
-    if isinstance(found, dict | list) or err["type"] in _CONTAINER_ERRORS:
-        kind = type(found).__name__
-        return f"a {_TYPE_NAMES.get(kind, kind)}"
-    text = repr(found)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
-
-
-def _describe(errors: list[Any], source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for err in errors:
-        loc = err["loc"]
-        key = ""
-        for part in loc:
-            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-        if err["type"] == "missing":
-            lines.append(f"  {key}: missing; expected {err['msg'].lower()}")
-        elif err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key; remove it or check its spelling")
-        elif err["type"] == _CONTRACT_ERROR:
-            lines.append(f"  {key}: {err['msg']}")
-        else:
-            lines.append(f"  {key}: found {_shown(err)}; expected: {err['msg']}")
-    return "\n".join(lines)
-
-
-def _env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Apply PRAXIS_<SECTION>_<KEY> overrides to the raw mapping (scalars and lists only)."""
-    for section_name, section_field in NodeConfig.model_fields.items():
-        model = section_field.annotation
-        if not isinstance(model, type) or not issubclass(model, BaseModel):
-            continue
-        for key, field in model.model_fields.items():
-            value = env.get(f"PRAXIS_{section_name}_{key}".upper())
-            if value is None:
-                continue
-            origin = get_origin(field.annotation)
-            section = raw.setdefault(section_name, {})
-            if not isinstance(section, dict):
-                continue
-            if origin is list and get_args(field.annotation) == (str,):
-                section[key] = [v.strip() for v in value.split(",") if v.strip()]
-            elif field.annotation is str or field.annotation == str | None:
-                section[key] = value
-            elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-                continue
-            else:
-                section[key] = yaml.safe_load(value)
-    return raw
-
-
-def parse_config(
-    data: Any, *, source: str = "<config>", env: Mapping[str, str] | None = None
-) -> NodeConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, found {type(data).__name__}")
-    data = _env_overrides(data, os.environ if env is None else env)
-    try:
-        config = NodeConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors(), source)) from None
-    names = [t.name for t in config.agent.tools]
+def unique_names(
+    title: str, data: Any, handler: ModelWrapValidatorHandler[SectionT], key: str, what: str
+) -> SectionT:
+    """Validate a section whose `key` lists named items; their names must be unique (reported
+    along with every other problem of the section)."""
+    items = data.get(key) if isinstance(data, dict) else None
+    names: list[str] = [i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)] \
+        if isinstance(items, list) else []
     dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"{source}: agent.tools: the tool name(s) {dupes} appear more than once")
-    return config
-
-
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeConfig:
-    """Load and validate a YAML config file; relative paths resolve against its folder."""
-    path = Path(path)
+    problems: list[tuple[Loc, str]] = [((key,), f"the {what} name(s) {dupes} appear more than once")] if dupes else []
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+        section = handler(data)
+    except ValidationError as exc:
+        raise with_problems(title, exc, problems) from None
+    if problems:
+        raise with_problems(title, None, problems)
+    return section
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback IP address (IPv6 with or without brackets)."""
+    if host == "localhost":
+        return True
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    config = parse_config(data, source=str(path), env=env)
-    return config.with_base_dir(path.resolve().parent)
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-def valid_identifier(name: str) -> bool:
-    """True for names usable as environment variables."""
-    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
+def peer_address_problem(text: str) -> str | None:
+    """Why `text` is not a peer's address (a multiaddr ending in /p2p/<peer id>); None when it is.
+
+    The same test as the mesh's `parse_peer_addr` (py-libp2p's `info_from_p2p_addr`), plus an
+    address to dial before /p2p/, without importing libp2p.
+    """
+    shown = repr(text[:100])
+    try:
+        addr = multiaddr.Multiaddr(text)
+        protocols = [p.name for p in addr.protocols()]
+        peer = addr.get_peer_id() if protocols and protocols[-1] == "p2p" else None
+    except Exception:  # multiaddr raises several types for malformed input
+        return f"{shown} is not a multiaddr; expected a peer address such as {PEER_ADDRESS_EXAMPLE}"
+    if peer is None:
+        return f"{shown} does not end in /p2p/<peer id>; expected e.g. {PEER_ADDRESS_EXAMPLE}"
+    if len(protocols) < 2:
+        return f"{shown} has no address to dial before /p2p/; expected e.g. {PEER_ADDRESS_EXAMPLE}"
+    return None
 
 
 # The engines whose call arguments become environment variables of the program they run.
