@@ -1,4 +1,4 @@
-"""`praxis-node run | demo | call | tools | peers | id` (and `mcp` when the endpoint is built)."""
+"""`praxis-node run | id | check | call | tools | peers | mcp | demo`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import trio
 
+from node.cli import check
 from node.cli.logs import configure_logging
 from node.cli.output import print_peers, print_result, print_tools
 from node.cli.output import table as _table  # noqa: F401  (node/cli/demo.py prints its table with it)
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     ident = sub.add_parser("id", help="print the peer ID and listen address of a config")
     ident.add_argument("-c", "--config", required=True)
     ident.set_defaults(func=cmd_id)
+
+    check.add_parser(sub)
 
     def remote(p: argparse.ArgumentParser) -> None:
         where = p.add_mutually_exclusive_group(required=True)
