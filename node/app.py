@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
@@ -20,15 +20,15 @@ from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
-from node.config import ConfigError, NodeConfig, ToolContract
+from node.config import NodeConfig, ToolContract
 from node.mcp.clients import McpClientPool
 from node.mcp.endpoint import MeshMcpEndpoint
 from node.mcp.upstreams import McpUpstreams
 from node.mesh.cards import CardExchange, own_card
-from node.mesh.dialer import Dialer, parse_bootstrap
+from node.mesh.dialer import Dialer
 from node.mesh.directory import PeerDirectory
-from node.mesh.host import build_host, listen_multiaddr
-from node.mesh.identity import load_or_create_identity
+from node.mesh.host import build_host, listen_multiaddr, parse_peer_addr
+from node.mesh.identity import key_file_held, load_or_create_identity
 from node.mesh.links import ConnectionEvents, PeerLinks
 from node.mesh.mdns import MdnsBridge
 from node.mesh.origins import OriginCheck, Signer
@@ -36,6 +36,7 @@ from node.mesh.peer_exchange import PeerExchange
 from node.mesh.router import Routed, Router, UpstreamTools
 from node.mesh.service import ToolService
 from node.mesh.view import MeshView
+from node.runtime.ports import ensure_port_free
 from node.runtime.signals import ChangeSignal
 from node.runtime.tasks import isolated_handler
 from node.tools.engines.base import ExecutionEngine
@@ -78,6 +79,8 @@ class Node:
         upstreams: UpstreamTools | None = None,
     ) -> None:
         self.config = config
+        # A key from the config's key file is held while the node runs (one node per key).
+        self.key_file = None if key_pair is not None else config.resolve_path(config.p2p.key_file)
         self.key_pair = key_pair or load_or_create_identity(config.resolve_path(config.p2p.key_file))
         self.peer_id = ID.from_pubkey(self.key_pair.public_key).to_string()
         self.limits = WireLimits(
@@ -90,14 +93,11 @@ class Node:
         self.engines: dict[str, ExecutionEngine] = engines if engines is not None else default_engines(config)
         self.engines.setdefault("remote-mcp", RemoteMcpEngine(self.mcp_pool, config.base_dir))
         if upstreams is None and config.mcp.servers:
-            try:
-                upstreams = McpUpstreams(
-                    config.mcp.servers, self.mcp_pool, base_dir=config.base_dir,
-                    refresh_seconds=config.mcp.refresh_seconds,
-                    list_timeout=config.limits.connect_timeout_seconds,
-                )
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            upstreams = McpUpstreams(
+                config.mcp.servers, self.mcp_pool, base_dir=config.base_dir,
+                refresh_seconds=config.mcp.refresh_seconds,
+                list_timeout=config.limits.connect_timeout_seconds,
+            )
         self.upstreams = upstreams
         self.local = LocalTools(
             config.agent.tools, self.engines,
@@ -121,7 +121,10 @@ class Node:
         """Build the running graph, start every task; stop them all on exit."""
         config, limits = self.config, self.config.limits
         self.local.check_contracts()
-        bootstrap = [parse_bootstrap(text) for text in config.p2p.bootstrap_nodes]
+        ensure_port_free(config.p2p.host, config.p2p.port, "p2p.port")
+        if self.serve_mcp_http:
+            ensure_port_free(config.mcp.host, config.mcp.port, "mcp.port")
+        bootstrap = [parse_peer_addr(text) for text in config.p2p.bootstrap_nodes]
         self.host = host = build_host(self.key_pair, config.p2p, limits)
         self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds)
         self.dialer = dialer = Dialer(host, self.connections, limits.connect_timeout_seconds,
@@ -146,7 +149,11 @@ class Node:
             host.set_stream_handler(protocol, isolated_handler(f"serving {protocol}", handler))  # type: ignore[arg-type]
         host.get_network().register_notifee(ConnectionEvents(self._connected, self._disconnected))
         try:
-            async with host.run([listen_multiaddr(config.p2p)]), trio.open_nursery() as nursery:
+            async with AsyncExitStack() as held:
+                if self.key_file is not None:
+                    held.enter_context(key_file_held(self.key_file))
+                await held.enter_async_context(host.run([listen_multiaddr(config.p2p)]))
+                nursery = await held.enter_async_context(trio.open_nursery())
                 await nursery.start(self.cards.run)
                 await nursery.start(self.peer_exchange.run)
                 for info in bootstrap:
@@ -163,7 +170,7 @@ class Node:
                     yield self
                 finally:
                     nursery.cancel_scope.cancel()
-                    await links.disconnect_all()
+                    await links.close()
         finally:
             with trio.move_on_after(STOP_TIMEOUT) as scope:
                 scope.shield = True

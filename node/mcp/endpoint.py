@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -41,7 +40,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import TypeAdapter
 
-from node.config import McpSection
+from node.config import McpSection, is_loopback
 from node.mcp.schemas import schema_problem
 from node.runtime.signals import ChangeSignal
 from protocols.errors import PraxisError
@@ -106,7 +105,8 @@ class Mesh(Protocol):
 
 
 class EndpointConfigError(ValueError):
-    """The MCP endpoint cannot be served as configured (e.g. no token off loopback)."""
+    """The MCP endpoint cannot be served as configured (no token off loopback). A loaded config
+    never gets here (`node.config` refuses it); a config built in code still cannot."""
 
 
 def _digest(name: str) -> str:
@@ -182,15 +182,6 @@ def _error_result(message: str) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(
         content=[mcp_types.TextContent(type="text", text=message)], is_error=True
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class _MeshServer(Server[Any]):

@@ -3,6 +3,7 @@ peers found by mDNS or peer exchange are dialled once. Every dial has a deadline
 
 from __future__ import annotations
 
+import errno
 import logging
 
 import trio
@@ -10,8 +11,7 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from node.config import ConfigError
-from node.mesh.host import parse_peer_addr
+from node.mesh.libp2p_patches import forget_failed_dial
 from node.runtime.signals import ChangeSignal
 
 log = logging.getLogger("praxis.dialer")
@@ -29,13 +29,6 @@ def is_connected(host: IHost | None, peer_id: str) -> bool:
     return bool(host.get_network().get_connections(peer))
 
 
-def parse_bootstrap(text: str) -> PeerInfo:
-    try:
-        return parse_peer_addr(text)
-    except ValueError as exc:
-        raise ConfigError(f"p2p.bootstrap_nodes: {exc}") from None
-
-
 class Dialer:
     def __init__(self, host: IHost, connections: ChangeSignal, connect_timeout: float, backoff_max: float) -> None:
         self.host = host
@@ -45,6 +38,8 @@ class Dialer:
 
     async def keep_connected(self, info: PeerInfo) -> None:
         """Dial a bootstrap peer until connected, and again whenever the connection drops."""
+        if self._is_self(info, "bootstrap peer"):
+            return
         backoff = INITIAL_BACKOFF
         target = info.peer_id.to_string()
         while True:
@@ -53,23 +48,76 @@ class Dialer:
                 backoff = INITIAL_BACKOFF
                 await self.connections.wait_past(version)
                 continue
-            try:
-                with trio.fail_after(self.connect_timeout):
-                    await self.host.connect(info)
+            problem = await self._connect(info)
+            if problem is None:
                 log.info("connected to bootstrap peer %s", target)
                 continue
-            except (trio.TooSlowError, Exception) as exc:  # libp2p raises many types for a failed dial
-                log.info("bootstrap peer %s unreachable (%s); retrying in %.1f s", target,
-                         type(exc).__name__, backoff)
+            log.info("bootstrap peer %s unreachable: %s; retrying in %.1f s", target, problem, backoff)
             await trio.sleep(backoff)  # backoff between dials, not a race workaround
             backoff = min(backoff * 2, self.backoff_max)
 
     async def dial(self, info: PeerInfo) -> None:
         """Dial a discovered peer once, unless already connected."""
-        if is_connected(self.host, info.peer_id.to_string()):
+        if self._is_self(info, "discovered peer") or is_connected(self.host, info.peer_id.to_string()):
             return
+        problem = await self._connect(info)
+        if problem is not None:
+            log.info("discovered peer %s unreachable: %s", info.peer_id, problem)
+
+    async def _connect(self, info: PeerInfo) -> str | None:
+        """One dial within the connect timeout; None when connected, else why not, in words."""
+        # py-libp2p refuses, for about a minute, to dial a peer whose dial failed: a restarted
+        # peer would stay unreachable that long. This dialer keeps its own backoff instead.
+        forget_failed_dial(self.host, info.peer_id)
         try:
             with trio.fail_after(self.connect_timeout):
                 await self.host.connect(info)
-        except (trio.TooSlowError, Exception) as exc:  # libp2p raises many types for a failed dial
-            log.info("discovered peer %s unreachable: %s", info.peer_id, type(exc).__name__)
+        except trio.TooSlowError:
+            return f"no connection within {self.connect_timeout:g} s"
+        except Exception as exc:  # libp2p raises many types for a failed dial
+            return dial_failure_reason(exc)
+        return None
+
+    def _is_self(self, info: PeerInfo, what: str) -> bool:
+        if info.peer_id != self.host.get_id():
+            return False
+        log.warning("%s %s is this node itself (same peer ID); not dialling it", what, info.peer_id)
+        return True
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused (nothing listens at that address: is the node running?)",
+    errno.EHOSTUNREACH: "no route to that host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "the connection timed out",
+    errno.ECONNRESET: "the connection was reset during the handshake",
+}
+
+
+def dial_failure_reason(exc: BaseException) -> str:
+    """Why a libp2p dial failed, in words: the first cause a person can act on."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    messages: list[str] = []
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _ERRNO_WORDS:
+            return _ERRNO_WORDS[current.errno]
+        text = str(current)
+        if "Peer ID mismatch" in text or "peer id mismatch" in text.lower():
+            return "the node at that address has another peer ID (restarted with a new key?)"
+        if "Maximum connections" in text:
+            return "this node holds its maximum of connections (limits.max_connections)"
+        messages.append(text)
+        for attribute in ("exceptions", "errors"):  # exception groups; libp2p's MultiError
+            nested_group = getattr(current, attribute, None)
+            if isinstance(nested_group, list | tuple):
+                stack.extend(e for e in nested_group if isinstance(e, BaseException))
+        for nested in (current.__cause__, current.__context__):
+            if nested is not None:
+                stack.append(nested)
+    first = next((m for m in messages if m), type(exc).__name__)
+    return f"{type(exc).__name__}: {first[:200]}"

@@ -15,7 +15,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
-from node.config import ConfigError, LimitsSection, P2PSection
+from node.config import LimitsSection, P2PSection
 from node.mesh.connection_limits import ConnectionGuard, connection_config
 from node.mesh.libp2p_patches import disable_auto_connector, release_inbound_slot_on_close
 
@@ -41,10 +41,8 @@ def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHo
 
 
 def listen_multiaddr(p2p: P2PSection) -> multiaddr.Multiaddr:
-    try:
-        ip = ipaddress.ip_address(p2p.host)
-    except ValueError:
-        raise ConfigError(f"p2p.host: found {p2p.host!r}; expected an IPv4 or IPv6 address") from None
+    """Where the node listens (`p2p.host` is an IP address: the config checked it at load)."""
+    ip = ipaddress.ip_address(p2p.host)
     proto = "ip4" if ip.version == 4 else "ip6"
     return multiaddr.Multiaddr(f"/{proto}/{ip}/tcp/{p2p.port}")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -36,6 +39,27 @@ def load_or_create_identity(path: Path) -> KeyPair:
         raise ConfigError(f"p2p.key_file: {path}: cannot write the node key: {exc.strerror}") from None
     log.info("created a new node key at %s", path)
     return key_pair
+
+
+@contextmanager
+def key_file_held(path: Path) -> Iterator[None]:
+    """Hold the key file for as long as the node runs: a second node given the same key file
+    would take the same peer ID, and the two would connect to each other without a word."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"p2p.key_file: {path} cannot be opened ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"p2p.key_file: {path} is held by another running node; give each node its own "
+                "key_file (two nodes with one key would have one peer ID)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the file releases the lock
 
 
 def _read_key(path: Path) -> tuple[PrivateKey, PublicKey]:

@@ -29,8 +29,10 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+from libp2p.abc import IHost
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
 
 _PATCHED = "_praxis_releases_inbound_slots"
 
@@ -88,3 +90,17 @@ def disable_auto_connector(swarm: Swarm) -> None:
         return None
 
     swarm.auto_connector.maybe_connect = no_auto_connect  # type: ignore[method-assign]
+
+
+def forget_failed_dial(host: IHost, peer: ID) -> None:
+    """Let the next dial of `peer` go out even if an earlier one failed.
+
+    **Failed-dial cache (py-libp2p 0.8.1, `Swarm._negative_peer_cache`).** After a dial of a
+    peer fails on every address, the swarm refuses to dial that peer again for about a minute
+    ("recently failed all addresses"), even once the peer is up: a restarted bootstrap peer
+    stayed unreachable that long. The node's dialer keeps its own backoff, so before each of
+    its dials it lifts the swarm's block for that peer (the library's own `evict`).
+    """
+    cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if cache is not None:
+        cache.evict(str(peer))

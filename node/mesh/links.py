@@ -76,8 +76,13 @@ class PeerLinks:
         async with closing_stream(await self.open_stream(peer_id, PEERS_PROTOCOL, deadline)) as stream:
             return await read_peer_list(stream, self.limits, deadline)
 
-    async def disconnect_all(self) -> None:
-        """Close every connection so peers notice at once (leaving host.run() does not)."""
+    async def close(self) -> None:
+        """Close every connection so peers notice at once, and stop listening.
+
+        Leaving py-libp2p's `host.run()` does neither: its shutdown runs cancelled, so the
+        listening socket outlived the node and a node restarted in the same process on the
+        same port shared it with a dead listener (SO_REUSEPORT). Done here, shielded.
+        """
         with trio.move_on_after(STOP_TIMEOUT) as scope:
             scope.shield = True
             for peer in list(self.host.get_network().connections):
@@ -85,6 +90,11 @@ class PeerLinks:
                     await self.host.disconnect(peer)
                 except Exception as exc:  # already closing: nothing more to do for this peer
                     log.debug("disconnect from %s: %s", peer, type(exc).__name__)
+            for listener in list(getattr(self.host.get_network(), "listeners", {}).values()):
+                try:
+                    await listener.close()
+                except Exception as exc:  # a listener that failed to start: nothing to close
+                    log.debug("closing a listener: %s", type(exc).__name__)
 
 
 class ConnectionEvents(INotifee):

@@ -235,7 +235,7 @@ async def test_protected_env_names(
 
 
 def test_no_forbidden_imports() -> None:
-    source = (Path(__file__).resolve().parents[2] / "node" / "engines" / "dagger.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "node" / "tools" / "engines" / "dagger.py").read_text()
     for forbidden in ("node.mesh.host", "node.mesh.directory", "node.mesh.router", "node.mcp.endpoint"):
         assert forbidden not in source
-    assert os.path.getsize(Path(__file__).resolve().parents[2] / "node" / "engines" / "dagger.py") < 20_000
+    assert os.path.getsize(Path(__file__).resolve().parents[2] / "node" / "tools" / "engines" / "dagger.py") < 20_000
