@@ -110,6 +110,111 @@ def test_bad_env_override_names_the_key(tmp_path):
         load_config(path, env={"PRAXIS_P2P_PORT": "x"})
 
 
+# -- environment overrides: a typo is an error, a bad value is blamed on its variable (issue 12) ------
+
+def problems(err):
+    return [(p.where, p.text) for p in err.value.problems]
+
+
+def test_an_unknown_praxis_variable_is_refused_with_the_nearest_name(tmp_path):
+    """Before, PRAXIS_P2P_PROT was ignored (while `p2p: {prot: 1}` in the file was refused)."""
+    path = write(tmp_path, "p2p: {port: 1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={"PRAXIS_P2P_PROT": "4002", "PRAXIS_MCP_TOKN": "s3cret", "PRAXIS_NOTHING_LIKE_IT": "1",
+                               "HOME": "/root", "praxis_p2p_port": "9"})
+    assert problems(err) == [
+        ("PRAXIS_MCP_TOKN", "unknown variable, not a config override; did you mean PRAXIS_MCP_TOKEN?"),
+        ("PRAXIS_NOTHING_LIKE_IT", "unknown variable, not a config override (those are PRAXIS_<SECTION>_<KEY>, "
+                                   "such as PRAXIS_P2P_PORT); unset it or correct its name"),
+        ("PRAXIS_P2P_PROT", "unknown variable, not a config override; did you mean PRAXIS_P2P_PORT?"),
+    ]
+    assert str(err.value).startswith(f"{path}: invalid configuration\n") and "s3cret" not in str(err.value)
+
+
+def test_unknown_variables_are_reported_with_the_files_problems(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "p2p: {prot: 1}\n"), env={"PRAXIS_P2P_PROT": "1"})
+    assert [where for where, _ in problems(err)] == ["PRAXIS_P2P_PROT", "p2p.prot"]
+
+
+def test_a_bad_env_value_is_blamed_on_its_variable(tmp_path):
+    """Before: `p2p.port: found 'abc'`, as if the file said so."""
+    path = write(tmp_path, "p2p: {port: 1}\nlimits: {max_hops: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={"PRAXIS_P2P_PORT": "abc", "PRAXIS_LIMITS_MAX_HOPS": "100",
+                               "PRAXIS_ENGINES_PROCESS_ENABLED": "maybe", "PRAXIS_P2P_HOST": "my laptop"})
+    assert problems(err) == [
+        ("PRAXIS_P2P_PORT=abc", "expected an integer (the variable overrides p2p.port)"),
+        ("PRAXIS_P2P_HOST='my laptop'", "found 'my laptop'; expected an IPv4 or IPv6 address to listen on, such as "
+                                        "127.0.0.1 or 0.0.0.0 (not a name) (the variable overrides p2p.host)"),
+        ("PRAXIS_ENGINES_PROCESS_ENABLED=maybe",
+         "expected true or false (the variable overrides engines.process.enabled)"),
+        ("PRAXIS_LIMITS_MAX_HOPS=100", "expected at most 64 (the variable overrides limits.max_hops)"),
+    ]
+
+
+def test_a_secret_from_the_environment_is_never_shown(tmp_path):
+    from node.config import EnvOverride
+
+    assert EnvOverride("PRAXIS_MCP_TOKEN", "s3cret", ("mcp", "token")).shown() == "PRAXIS_MCP_TOKEN=(hidden)"
+    with pytest.raises(ConfigError) as err:  # an empty token, off loopback: the token rule, at the variable
+        load_config(write(tmp_path, "mcp: {token: from-the-file}\n"),
+                    env={"PRAXIS_MCP_HOST": "0.0.0.0", "PRAXIS_MCP_TOKEN": ""})
+    [(where, text)] = problems(err)
+    assert where == "PRAXIS_MCP_TOKEN=(hidden)" and "is not a loopback address" in text and "from-the-file" not in text
+
+
+def test_a_section_inside_a_section_is_overridden_too(tmp_path):
+    """Before, PRAXIS_ENGINES_PROCESS_ENABLED did nothing: engines.process is a section of a section."""
+    config = load_config(write(tmp_path, "{}\n"), env={"PRAXIS_ENGINES_PROCESS_ENABLED": "true",
+                                                       "PRAXIS_ENGINES_DAGGER_MOUNT_ROOTS": "/a, /b"})
+    assert config.engines.process.enabled is True and config.engines.dagger.mount_roots == ["/a", "/b"]
+
+
+def test_every_key_has_one_variable():
+    from node.config import NodeConfig, env_override_keys
+
+    keys = env_override_keys()
+    assert keys["PRAXIS_P2P_PORT"][0] == ("p2p", "port") and keys["PRAXIS_MCP_TOKEN"][0] == ("mcp", "token")
+    sections = [(s, k) for s, f in NodeConfig.model_fields.items() for k in f.annotation.model_fields]
+    assert {loc[:2] for loc, _ in keys.values()} == set(sections)
+    assert len({loc for loc, _ in keys.values()}) == len(keys)
+
+
+def test_variables_that_are_not_overrides_are_accepted(tmp_path):
+    """The test suite's PRAXIS_TEST_* (passed to the nodes it starts) and what a dagger tool passes through."""
+    path = write(tmp_path, yaml.safe_dump({"agent": {"tools": [
+        {"name": "d", "engine": "dagger",
+         "engineSpec": {"image": "busybox", "command": ["true"], "env_passthrough": ["PRAXIS_API_KEY"]}}]}}))
+    config = load_config(path, env={"PRAXIS_TEST_DAGGER": "real", "PRAXIS_TEST_RECORD_FILE": "/tmp/x",
+                                    "PRAXIS_API_KEY": "k", "PRAXIS_MCP_TOKEN": "t"})
+    assert config.mcp.token == "t"
+
+
+def test_overrides_do_not_change_the_callers_mapping():
+    from node.config import parse_config
+
+    data = {"p2p": {"port": 1}}
+    assert parse_config(data, env={"PRAXIS_P2P_PORT": "2", "PRAXIS_MCP_PORT": "3"}).p2p.port == 2
+    assert data == {"p2p": {"port": 1}}
+
+
+def test_an_env_typo_stops_praxis_node_check(tmp_path):
+    path = write(tmp_path, "p2p: {port: 0, enable_mdns: false}\nmcp: {enabled: false}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRAXIS_")}
+    done = subprocess.run([*CLI, "check", "-c", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**env, "PRAXIS_P2P_PROT": "4001", "PRAXIS_MCP_PORT": "http"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"{path}: invalid configuration",
+        "  PRAXIS_P2P_PROT: unknown variable, not a config override; did you mean PRAXIS_P2P_PORT?",
+        "  PRAXIS_MCP_PORT=http: expected an integer (the variable overrides mcp.port)",
+    ]
+    done = subprocess.run([*CLI, "check", "-c", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**env, "PRAXIS_P2P_PORT": "4001", "PRAXIS_TEST_ANYTHING": "1"})
+    assert done.returncode == 0, done.stderr
+
+
 def test_secret_values_are_hidden_in_errors(tmp_path):
     path = write(tmp_path, "mcp: {servers: [{name: s, headers: {Authorization: [not-a-string-SECRET]}}]}\n")
     with pytest.raises(ConfigError) as err:
@@ -140,7 +245,7 @@ def tool_config(tmp_path, engine, params=None, **extra):
             "python": {"callable": "tests.sample_tools:names"},
             "remote-mcp": {"address": "http://127.0.0.1:1/mcp"}}[engine]
     tool = {"name": "tool_x", "engine": engine, "params": params or [], "engineSpec": spec, **extra}
-    return write(tmp_path, yaml.safe_dump({"agent": {"tools": [tool]}}))
+    return write(tmp_path, yaml.safe_dump({"agent": {"tools": [tool]}, "engines": {"process": {"enabled": True}}}))
 
 
 DANGEROUS_PARAMS = [

@@ -4,8 +4,10 @@
 - `engine_specs`: one model per engine's `engineSpec`, and the rules the engines share.
 - `errors`: `ConfigError` and its problems, each at its key, never quoting a secret.
 - `load`: `load_config` (a YAML file) and `parse_config` (a mapping), with
-  `PRAXIS_<SECTION>_<KEY>` environment overrides of scalar and list keys of the top-level
-  sections (lists comma-separated), e.g. `PRAXIS_P2P_PORT=4001`.
+  `PRAXIS_<SECTION>_<KEY>` environment overrides of the keys of the top-level sections and of
+  the sections inside them (lists comma-separated), e.g. `PRAXIS_P2P_PORT=4001`,
+  `PRAXIS_ENGINES_PROCESS_ENABLED=true`. Any other `PRAXIS_` variable is refused (but
+  `PRAXIS_TEST_*`, the test suite's, and the names dagger tools pass through).
 
 A config `load_config` returns starts: every problem of a bad one is reported at once.
 """
@@ -29,8 +31,15 @@ from node.config.engine_specs import (
     resolve_mounts,
     valid_identifier,
 )
-from node.config.errors import ConfigError, ConfigProblem
-from node.config.load import load_config, parse_config
+from node.config.errors import ConfigError, ConfigProblem, EnvOverride
+from node.config.load import (
+    NOT_OVERRIDE_PREFIXES,
+    NOT_OVERRIDES,
+    apply_env_overrides,
+    env_override_keys,
+    load_config,
+    parse_config,
+)
 from node.config.model import (
     ENV_ENGINES,
     ENV_PARAM_EXCLUDED,
@@ -60,6 +69,8 @@ __all__ = [
     "ENV_ENGINES",
     "ENV_PARAM_EXCLUDED",
     "ENV_PARAM_RULE",
+    "NOT_OVERRIDES",
+    "NOT_OVERRIDE_PREFIXES",
     "TOOL_NAME_PATTERN",
     "TRANSPORTS",
     "AgentSection",
@@ -70,6 +81,7 @@ __all__ = [
     "DaggerSpec",
     "EngineKind",
     "EngineSpec",
+    "EnvOverride",
     "EnginesSection",
     "LimitsSection",
     "McpSection",
@@ -86,6 +98,8 @@ __all__ = [
     "ToolContract",
     "Transport",
     "allowed_roots",
+    "apply_env_overrides",
+    "env_override_keys",
     "env_param_problem",
     "import_callable",
     "is_loopback",

@@ -6,11 +6,15 @@ raised as the custom types below) turned into `ConfigProblem`s: a key such as
 ordinary scalars outside engineSpecs (whose commands and addresses may carry credentials); a
 value found where a section, mapping or list belongs is shown by its type, and values under
 secret-like keys are `(hidden)`.
+
+A problem with a value that came from an environment variable (`PRAXIS_P2P_PORT=abc`) is
+reported at that variable, not at the file's key (`EnvOverride`).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +44,22 @@ _TYPE_NAMES = {"str": "string", "int": "number", "float": "number", "bool": "boo
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 Loc = tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class EnvOverride:
+    """A key of the config whose value came from an environment variable, as it was set."""
+
+    variable: str  # PRAXIS_P2P_PORT
+    value: str  # what the variable holds (never shown for a secret-like key)
+    loc: tuple[str, ...]  # ("p2p", "port")
+
+    def shown(self) -> str:
+        """`PRAXIS_P2P_PORT=abc`, as a shell would take it; `(hidden)` for a secret-like key."""
+        if any(is_secret_key(p) for p in self.loc):
+            return f"{self.variable}=(hidden)"
+        value = self.value if len(self.value) <= _SHOWN_CHARS else self.value[: _SHOWN_CHARS - 3] + "..."
+        return f"{self.variable}={shlex.quote(value) if value.isprintable() else repr(value)}"
 
 
 @dataclass(frozen=True)
@@ -88,8 +108,9 @@ def with_problems(title: str, exc: ValidationError | None, problems: Iterable[tu
 
 def as_details(err: Mapping[str, Any], loc_prefix: Loc = ()) -> InitErrorDetails:
     """An error of `ValidationError.errors()`, to raise again (type, message, key and input kept)."""
+    context = {**(err.get("ctx") or {}), "message": err["msg"]}  # the bounds of `expected` kept
     return InitErrorDetails(
-        type=PydanticCustomError(err["type"], "{message}", {"message": err["msg"]}),
+        type=PydanticCustomError(err["type"], "{message}", context),
         loc=(*loc_prefix, *err["loc"]),
         input=err.get("input"),
     )
@@ -129,11 +150,42 @@ def type_name(value: Any) -> str:
     return _TYPE_NAMES.get(kind, kind)
 
 
-def problems_from(errors: Iterable[Mapping[str, Any]]) -> list[ConfigProblem]:
-    """pydantic's errors as config problems (never echoing a secret or a misplaced value)."""
+# What pydantic's common errors expect, in plain words ("found 'abc'; expected an integer").
+_EXPECTED = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
+    "float_parsing": "a number", "float_type": "a number",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "string_type": "a string", "list_type": "a list",
+    "model_type": "a mapping", "model_attributes_type": "a mapping", "dict_type": "a mapping",
+}
+_BOUNDS = {"greater_than": ("gt", "a number above {}"), "greater_than_equal": ("ge", "at least {}"),
+           "less_than": ("lt", "a number below {}"), "less_than_equal": ("le", "at most {}"),
+           "string_too_short": ("min_length", "at least {} character(s)"),
+           "string_too_long": ("max_length", "at most {} character(s)")}
+
+
+def expected(err: Mapping[str, Any]) -> str:
+    """What was expected where `err` was found: `expected an integer`, `expected at most 65535`."""
+    kind = err["type"]
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}"
+    bound = _BOUNDS.get(kind)
+    limit = (err.get("ctx") or {}).get(bound[0]) if bound else None
+    if bound and isinstance(limit, int | float):
+        return "expected " + bound[1].format(f"{limit:g}" if isinstance(limit, float) else limit)
+    return f"expected: {err['msg']}"
+
+
+def problems_from(errors: Iterable[Mapping[str, Any]], overrides: Sequence[EnvOverride] = ()) -> list[ConfigProblem]:
+    """pydantic's errors as config problems (never echoing a secret or a misplaced value); an
+    error at a key set by an environment variable (`overrides`) is reported at that variable."""
     problems = []
     for err in errors:
         key, kind, msg = key_of(err["loc"]), err["type"], err["msg"]
+        override = next((o for o in overrides if tuple(err["loc"][: len(o.loc)]) == o.loc), None)
+        if override is not None:
+            problems.append(env_problem(override, err))
+            continue
         if kind == "missing":
             text = f"missing; expected {msg.lower()}"
         elif kind == MISSING_ERROR:
@@ -146,6 +198,23 @@ def problems_from(errors: Iterable[Mapping[str, Any]]) -> list[ConfigProblem]:
             found = "(hidden)" if any(is_secret_key(p) for p in err["loc"]) else f"a {type_name(err.get('input'))}"
             text = f"{msg}; found {found}"
         else:
-            text = f"found {shown(err)}; expected: {msg}"
+            text = f"found {shown(err)}; {expected(err)}"
         problems.append(ConfigProblem(key, text))
     return problems
+
+
+def env_problem(override: EnvOverride, err: Mapping[str, Any]) -> ConfigProblem:
+    """An error at a key an environment variable set, at that variable: `PRAXIS_P2P_PORT=abc:
+    expected an integer (it overrides p2p.port)`; inside a list it set, also the item's key."""
+    key = key_of(override.loc)
+    inner = len(err["loc"]) > len(override.loc)
+    if inner:  # an item of a list the variable set: the item's own key and problem
+        return ConfigProblem(override.shown(), str(problems_from([err])[0]))
+    kind, msg = err["type"], err["msg"]
+    if kind in (CONTRACT_ERROR, FIELD_ERROR):
+        what = msg
+    elif kind == "missing":
+        what = f"missing; expected {msg.lower()}"
+    else:
+        what = expected(err)
+    return ConfigProblem(override.shown(), f"{what} (the variable overrides {key})")
