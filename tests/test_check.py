@@ -17,6 +17,8 @@ from node.config import ConfigError, McpServerEntry, load_config, parse_config
 from tests.processes import ROOT
 
 PEER = "12D3KooWGzBe4hpqQ6G6C1tVMSPcp7vGPSrHHKMbEWTTMtTr7D3H"
+ECHO_TOOL = {"name": "echo", "engine": "python", "params": [{"name": "text", "type": "string", "required": True}],
+             "engineSpec": {"callable": "tests.sample_tools:echo"}}
 SECRETS = ["hdr-SECRET-1", "hdr-SECRET-2", "env-SECRET-3", "tok-SECRET-4", "cmd-SECRET-5"]
 
 
@@ -59,6 +61,7 @@ def broken_config(folder: Path) -> dict[str, Any]:
 EXPECTED = {  # key -> a fragment of what is said there
     "agent.tools[0].params": "parameter 'path' is reserved",
     "agent.tools[0].engineSpec.command": "must be a non-empty list of strings",
+    "agent.tools[0].engine": "the process engine is disabled",
     "agent.tools[1].engineSpec.image": "missing",
     "agent.tools[1].engineSpec.mounts": "mount source './nowhere' does not exist",
     "agent.tools[2].engineSpec.callable": "cannot load 'no_such_module.deep:thing'",
@@ -300,6 +303,7 @@ def test_folders_a_tool_runs_in_must_exist(tmp_path: Path) -> None:
         ]},
         "mcp": {"servers": [{"name": "s", "command": "srv", "cwd": "gone"},
                             {"name": "h", "address": "http://127.0.0.1:1/mcp", "cwd": "gone"}]},  # cwd unused
+        "engines": {"process": {"enabled": True}},
     })
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
@@ -328,3 +332,55 @@ def test_mounts_are_checked_against_the_configured_roots(tmp_path: Path) -> None
         load_config(write(base, {"agent": {"tools": [tool]}, "engines": {"dagger": {"mount_roots": "shared"}}}),
                     env={})
     assert {p.where for p in err.value.problems} == {"agent.tools[0].engineSpec.mounts", "engines.dagger.mount_roots"}
+
+
+# -- a process tool needs the process engine (issue 12): refused at load, not on every call -------
+
+PROCESS_TOOL = {"name": "shout", "engine": "process", "params": [{"name": "text", "type": "string"}],
+                "engineSpec": {"command": ["sh", "-c", 'printf %s "$text" | tr a-z A-Z']}}
+
+
+def test_a_process_tool_while_the_process_engine_is_off_is_refused_at_load(tmp_path: Path) -> None:
+    """Before, the tool loaded, was advertised to every peer, and each call failed."""
+    path = write(tmp_path, {"agent": {"tools": [ECHO_TOOL, PROCESS_TOOL]}, "p2p": {"port": "x"}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert [(p.where, p.text) for p in err.value.problems] == [
+        ("p2p.port", "found 'x'; expected an integer"),
+        ("agent.tools[1].engine", "tool 'shout' is a process tool, but the process engine is disabled, so every "
+                                  "call would be refused: set engines.process.enabled: true (the process runs on "
+                                  "this host without isolation), or remove the tool"),
+    ]
+    on = {"agent": {"tools": [ECHO_TOOL, PROCESS_TOOL]}, "engines": {"process": {"enabled": True}}}
+    assert load_config(write(tmp_path, on), env={}).engines.process.enabled
+    off = {"agent": {"tools": [ECHO_TOOL, PROCESS_TOOL]}}
+    assert load_config(write(tmp_path, off), env={"PRAXIS_ENGINES_PROCESS_ENABLED": "true"}).engines.process.enabled
+    assert load_config(write(tmp_path, {"agent": {"tools": [ECHO_TOOL]}}), env={})  # no process tool: nothing to say
+
+
+async def test_the_engine_still_refuses_a_call_when_the_setting_changed_after_load(tmp_path: Path) -> None:
+    """Defence in depth: the engine's own refusal stays, for a config changed (or built) in code."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    from node.app import Node
+    from protocols.errors import EngineUnavailable
+
+    config = load_config(write(tmp_path, {"agent": {"tools": [PROCESS_TOOL]}, "p2p": {"port": 0, "enable_mdns": False},
+                                          "mcp": {"enabled": False}, "engines": {"process": {"enabled": True}}}),
+                         env={})
+    config.engines.process.enabled = False
+    node = Node(config, key_pair=create_new_key_pair())
+    async with node.running():
+        with pytest.raises(EngineUnavailable, match="engines.process.enabled"):
+            await node.call("shout", {"text": "hi"}, timeout=10)
+
+
+def test_praxis_node_check_and_run_refuse_a_process_tool_without_the_engine(tmp_path: Path) -> None:
+    path = write(tmp_path, {"agent": {"tools": [PROCESS_TOOL]}, "p2p": {"port": 0, "enable_mdns": False},
+                            "mcp": {"enabled": False}})
+    for command in ("check", "run"):
+        done = subprocess.run([sys.executable, "-m", "node.cli.main", command, "-c", str(path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "agent.tools[0].engine: tool 'shout' is a process tool, but the process engine is disabled" \
+            in done.stderr, done.stderr

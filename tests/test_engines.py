@@ -226,7 +226,8 @@ async def test_engines_run_the_typed_spec(tmp_path):
     config = parse_config({"agent": {"tools": [
         {"name": "where", "engine": "process",
          "engineSpec": {"command": ["sh", "-c", 'pwd; printf %s "$FIXED"'], "cwd": "work", "env": {"FIXED": "x"},
-                        "timeout": 5, "go_only": True}}]}}, env={}, base_dir=tmp_path)
+                        "timeout": 5, "go_only": True}}]}, "engines": {"process": {"enabled": True}}},
+        env={}, base_dir=tmp_path)
     contract = config.agent.tools[0]
     spec = contract.typed_spec(ProcessSpec)
     assert spec.cwd == "work" and spec.timeout == 5.0 and contract.typed_spec(ProcessSpec) is spec

@@ -349,6 +349,29 @@ class NodeConfig(_Section):
     # The folder relative paths in this config are resolved against (the file's folder).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _process_tools_need_the_engine(cls, data: Any, handler: ModelWrapValidatorHandler[NodeConfig]) -> NodeConfig:
+        """A process tool while the process engine is off would be advertised and then refuse
+        every call: refused here, at the tool, with every other problem of the config."""
+        problems: list[tuple[Loc, str]] = []
+        if isinstance(data, dict) and not _process_engine_enabled(data.get("engines")):
+            tools = data.get("agent", {}).get("tools") if isinstance(data.get("agent"), dict) else None
+            for i, tool in enumerate(tools if isinstance(tools, list) else []):
+                if isinstance(tool, dict) and tool.get("engine") == "process":
+                    name = tool.get("name")
+                    shown = repr(name[:64]) if isinstance(name, str) else f"#{i}"
+                    problems.append((("agent", "tools", i, "engine"), PROCESS_ENGINE_OFF.format(tool=shown)))
+        try:
+            config = handler(data)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            raise with_problems(cls.__name__, exc, problems) from None
+        if problems:
+            raise with_problems(cls.__name__, None, problems)
+        return config
+
     @property
     def base_dir(self) -> Path:
         return self._base_dir
@@ -363,6 +386,24 @@ class NodeConfig(_Section):
 
     def tool(self, name: str) -> ToolContract | None:
         return next((t for t in self.agent.tools if t.name == name), None)
+
+
+PROCESS_ENGINE_OFF = (
+    "tool {tool} is a process tool, but the process engine is disabled, so every call would be refused: "
+    "set engines.process.enabled: true (the process runs on this host without isolation), or remove the tool"
+)
+
+
+def _process_engine_enabled(engines: Any) -> bool:
+    """engines.process.enabled of a config being validated; True when that setting is itself
+    invalid (it is reported on its own key)."""
+    if engines is not None and not isinstance(engines, dict):
+        return True
+    settings = engines.get("process") if isinstance(engines, dict) else None
+    try:
+        return ProcessEngineSettings.model_validate(settings if settings is not None else {}).enabled
+    except ValidationError:
+        return True
 
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
