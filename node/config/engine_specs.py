@@ -9,18 +9,24 @@ and run the typed spec.
 When the config file's folder is known (`ConfigContext.base_dir`, set by `load_config`), the
 models also check what the engines would otherwise find out at start or on every call:
 dagger mounts exist and lie inside the allowed roots, `cwd` folders exist, and python
-callables can be imported.
+callables can be imported: from the config's folder first (`mytools:greet` with `mytools.py`
+beside the config), then from the normal import path (`import_callable`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import posixpath
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -225,7 +231,7 @@ class PythonSpec(EngineSpec):
         context = config_context(info)
         if context is not None and context.base_dir is not None:
             try:
-                import_callable(target)
+                import_callable(target, context.base_dir)
             except ValueError as exc:
                 raise contract_error(str(exc)) from None
         return target
@@ -362,16 +368,83 @@ def folder_problem(base_dir: Path, value: str) -> str | None:
     return f"folder {value!r} " + ("is not a folder" if path.exists() else "does not exist")
 
 
-def import_callable(target: str) -> Callable[..., Any]:
-    """The function a python tool names (`package.module:function`); ValueError saying why not."""
+# The package a config folder's modules are imported under: one per folder (by its real path),
+# so two configs with their own `mytools.py` each get their own module, and a config's module
+# never replaces an installed one of the same name for the rest of the process.
+FOLDER_PACKAGE_PREFIX = "praxis_config_"
+
+
+def import_callable(target: str, folder: Path | None = None) -> Callable[..., Any]:
+    """The function a python tool names (`package.module:function`); ValueError saying why not.
+
+    With `folder` (the config file's folder), a module whose top-level name is a module file
+    (`mytools.py`) or a package (`pkg/__init__.py`) in that folder is imported from there, even
+    when an installed module has the same name; any other module from the normal import path.
+    """
     module_name, _, attr = target.partition(":")
     try:
-        func = getattr(importlib.import_module(module_name), attr)
+        func = getattr(import_tool_module(module_name, folder), attr)
     except Exception as exc:  # a module's own code may raise anything while it is imported
-        raise ValueError(f"cannot load {target!r}: {type(exc).__name__}: {str(exc)[:300]}") from None
+        hint = _sibling_hint(exc, folder)
+        raise ValueError(f"cannot load {target!r}: {type(exc).__name__}: {str(exc)[:300]}{hint}") from None
     if not callable(func):
         raise ValueError(f"{target!r} is not callable")
     return func  # type: ignore[no-any-return]
+
+
+def import_tool_module(name: str, folder: Path | None = None) -> ModuleType:
+    """Module `name`, from `folder` first (see `import_callable`), without changing `sys.path`.
+
+    A module of the folder is imported as `praxis_config_<hash of the folder>.<name>`: inside it,
+    its neighbours are imported relatively (`from . import helpers`). When the normal import
+    path reaches the same file (the folder is on PYTHONPATH, or is the current folder), the
+    module is imported under its own name, once.
+    """
+    if folder is not None:
+        top = name.partition(".")[0]
+        local = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
+        if local is not None and local.has_location and local.origin and not _same_file(local.origin, _found(top)):
+            return importlib.import_module(f"{_folder_package(folder)}.{name}")
+    return importlib.import_module(name)
+
+
+def _found(top: str) -> str | None:
+    """Where the normal import path finds top-level module `top` (a file), without importing it."""
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
+
+
+def _same_file(a: str, b: str | None) -> bool:
+    try:
+        return b is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _folder_package(folder: Path) -> str:
+    """The package whose path is only `folder` (created once per folder): its modules import
+    without `folder` being on `sys.path`."""
+    real = os.path.realpath(folder)
+    name = FOLDER_PACKAGE_PREFIX + hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [real]
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+    return name
+
+
+def _sibling_hint(exc: Exception, folder: Path | None) -> str:
+    """For a config folder's module that imports a neighbour absolutely (`import helpers`)."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if folder is None or not missing or "." in missing:
+        return ""
+    if importlib.machinery.PathFinder.find_spec(missing, [str(folder)]) is None:
+        return ""
+    return (f" (the config folder's modules are not on the import path: import {missing!r} relatively, "
+            f"`from . import {missing}`, or set PYTHONPATH)")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,8 @@ class ToolContract(_Section):
     accept_undeclared_arguments: bool = False
     # The engineSpec parsed by its engine's model (see `typed_spec`).
     _spec: EngineSpec | None = PrivateAttr(default=None)
+    # The folder of the config file this tool was loaded from (see `config_dir`).
+    _config_dir: Path | None = PrivateAttr(default=None)
 
     @field_validator("params", mode="before")
     @classmethod
@@ -138,9 +140,17 @@ class ToolContract(_Section):
 
     @model_validator(mode="after")
     def _keep_parsed_spec(self, info: ValidationInfo) -> ToolContract:
-        if config_context(info) is not None:  # checked above: keep the typed spec the engine will run
+        context = config_context(info)
+        if context is not None:  # checked above: keep the typed spec the engine will run
             self._spec = ENGINE_SPECS[self.engine].model_validate(self.engine_spec)
+            self._config_dir = context.base_dir
         return self
+
+    @property
+    def config_dir(self) -> Path | None:
+        """The folder of the config file this tool was loaded from (where a python tool's module
+        is looked for first); None for a contract built in code."""
+        return self._config_dir
 
     def typed_spec(self, model: type[SpecT], *, fresh: bool = False) -> SpecT:
         """The engineSpec as `model`, parsed once (again with `fresh`); a `ContractError` naming

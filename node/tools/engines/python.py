@@ -1,6 +1,9 @@
 """`python` engine: an in-process callable named in the config (trusted code, no isolation).
 
-`engineSpec.callable: "package.module:function"` (`node.config.PythonSpec`). The function receives the arguments as
+`engineSpec.callable: "package.module:function"` (`node.config.PythonSpec`). The module is looked
+for in the folder of the config the tool was loaded from first (`mytools:greet` with `mytools.py`
+beside `node.yaml`, no PYTHONPATH needed), then on the normal import path
+(`node.config.import_callable`). The function receives the arguments as
 keyword arguments and may be sync or async. A sync function runs on the node's event loop,
 so it must be quick; anything slow belongs in a `process` or `dagger` tool.
 Return a `str` (the text result), a JSON-able dict/list (text plus structured content), or
@@ -13,6 +16,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -42,18 +46,19 @@ def result_from_value(value: Any) -> ToolResult:
 
 class PythonEngine:
     def __init__(self) -> None:
-        self._resolved: dict[str, Callable[..., Any]] = {}
+        self._resolved: dict[tuple[str, Path | None], Callable[..., Any]] = {}
 
     def _callable(self, contract: ToolContract, *, fresh: bool = False) -> Callable[..., Any]:
         target = contract.typed_spec(PythonSpec, fresh=fresh).callable
-        cached = self._resolved.get(target)
+        key = (target, contract.config_dir)  # `mytools:greet` of two config folders: two functions
+        cached = self._resolved.get(key)
         if cached is not None:
             return cached
         try:
-            func = import_callable(target)
+            func = import_callable(target, contract.config_dir)
         except ValueError as exc:
             raise ContractError(f"tool {contract.name!r}: {exc}") from None
-        self._resolved[target] = func
+        self._resolved[key] = func
         return func
 
     def check_contract(self, contract: ToolContract) -> None:
