@@ -162,6 +162,12 @@ def test_a_secret_from_the_environment_is_never_shown(tmp_path):
                     env={"PRAXIS_MCP_HOST": "0.0.0.0", "PRAXIS_MCP_TOKEN": ""})
     [(where, text)] = problems(err)
     assert where == "PRAXIS_MCP_TOKEN=(hidden)" and "is not a loopback address" in text and "from-the-file" not in text
+    # A structure (YAML) is never shown: it may carry headers or env.
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "{}\n"), env={"PRAXIS_MCP_SERVERS": "[{name: s, address: 'ftp://h/mcp', "
+                                                                       "headers: {Authorization: Bearer s3cret}}]"})
+    assert problems(err) == [("PRAXIS_MCP_SERVERS=(not shown)",
+                              "mcp.servers[0]: server 's': address must be an http:// or https:// URL")]
 
 
 def test_a_section_inside_a_section_is_overridden_too(tmp_path):

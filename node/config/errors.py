@@ -53,11 +53,16 @@ class EnvOverride:
     variable: str  # PRAXIS_P2P_PORT
     value: str  # what the variable holds (never shown for a secret-like key)
     loc: tuple[str, ...]  # ("p2p", "port")
+    # A scalar or a list of strings is shown; a structure (PRAXIS_MCP_SERVERS, in YAML) may
+    # carry headers or env, so it is not, like a misplaced value in the file.
+    plain: bool = True
 
     def shown(self) -> str:
         """`PRAXIS_P2P_PORT=abc`, as a shell would take it; `(hidden)` for a secret-like key."""
         if any(is_secret_key(p) for p in self.loc):
             return f"{self.variable}=(hidden)"
+        if not self.plain:
+            return f"{self.variable}=(not shown)"
         value = self.value if len(self.value) <= _SHOWN_CHARS else self.value[: _SHOWN_CHARS - 3] + "..."
         return f"{self.variable}={shlex.quote(value) if value.isprintable() else repr(value)}"
 

@@ -50,6 +50,14 @@ def env_override_keys() -> dict[str, tuple[tuple[str, ...], Any]]:
     return {ENV_PREFIX + "_".join(loc).upper(): (loc, annotation) for loc, annotation in _keys(NodeConfig, ())}
 
 
+_PLAIN = (str, int, float, bool, str | None)
+
+
+def _plain(annotation: Any) -> bool:
+    """A scalar or a list of strings: a value an error may show (a structure is not shown)."""
+    return annotation in _PLAIN or (get_origin(annotation) is list and get_args(annotation) == (str,))
+
+
 def _env_value(annotation: Any, value: str) -> Any:
     """A variable's text as the key's value: lists of strings comma-separated, strings as they
     are, anything else as YAML (`4001`, `false`, `[a, b]`), or as the text when it is not YAML."""
@@ -120,7 +128,7 @@ def apply_env_overrides(
             continue
         loc, annotation = known[name]
         if _set(raw, loc, _env_value(annotation, value)):
-            overrides.append(EnvOverride(name, value, loc))
+            overrides.append(EnvOverride(name, value, loc, plain=_plain(annotation)))
     return raw, overrides, problems
 
 
