@@ -103,6 +103,11 @@ async def test_replayed_and_forged_origin_proofs_are_refused():
             assert "does not match" in changed["error"]["message"]
             forged = await send("t", proof(target=m, signer=make_node(node_config("y"))))
             assert "does not match" in forged["error"]["message"]
+            # A signature that is not even 64 bytes is refused the same way (it used to raise
+            # out of the signature check, and the caller got a reset stream instead of an answer).
+            for signature in ("AAAA", "A" * 256):
+                short = await send("t", {**proof(target=m), "signature": signature})
+                assert short["error"]["code"] == NotAllowed.code and "does not match" in short["error"]["message"]
             # A proof X made for a direct call to B cannot be sent by anyone but X.
             direct = await send("t", proof(target=b.peer_id))
             assert "for a direct call to this node" in direct["error"]["message"]
