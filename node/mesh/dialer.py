@@ -35,20 +35,34 @@ class Dialer:
         self.connections = connections  # bumped by the node on every connect and disconnect
         self.connect_timeout = connect_timeout
         self.backoff_max = backoff_max
+        self.tried: set[str] = set()  # bootstrap peers dialled at least once, whatever came of it
+        self.tried_changed = ChangeSignal()
+
+    def tried_all(self, bootstrap: list[PeerInfo]) -> bool:
+        """Has every one of these bootstrap peers been dialled at least once (or found connected)?"""
+        return all(info.peer_id.to_string() in self.tried for info in bootstrap)
+
+    def _mark_tried(self, peer_id: str) -> None:
+        if peer_id not in self.tried:
+            self.tried.add(peer_id)
+            self.tried_changed.bump()
 
     async def keep_connected(self, info: PeerInfo) -> None:
         """Dial a bootstrap peer until connected, and again whenever the connection drops."""
+        target = info.peer_id.to_string()
         if self._is_self(info, "bootstrap peer"):
+            self._mark_tried(target)
             return
         backoff = INITIAL_BACKOFF
-        target = info.peer_id.to_string()
         while True:
             version = self.connections.version
             if is_connected(self.host, target):
+                self._mark_tried(target)
                 backoff = INITIAL_BACKOFF
                 await self.connections.wait_past(version)
                 continue
             problem = await self._connect(info)
+            self._mark_tried(target)
             if problem is None:
                 log.info("connected to bootstrap peer %s", target)
                 continue
