@@ -135,6 +135,13 @@ class Router:
                     return tool, definition.fingerprint
         return name, None
 
+    def peer_providers(self, name: str, exclude: frozenset[str] = frozenset()) -> list[str]:
+        """The peers a call to `name` would be sent to, best first, leaving out `exclude`."""
+        tool, definition = self._peer_target(name)
+        if definition is None:
+            return []
+        return [p for p in self.directory.providers(tool, definition) if p not in exclude]
+
     async def call(
         self,
         name: str,
@@ -162,11 +169,10 @@ class Router:
         if upstream is not None and self.upstreams is not None:
             result = await self.upstreams.call(name, arguments, deadline)
             return Routed(result, f"mcp:{upstream[0]}")
-        tool, definition = self._peer_target(name)
+        tool, _ = self._peer_target(name)
         tried: list[str] = []
         refusals: list[PraxisError] = []  # typed "did not run" answers from providers
-        providers = [p for p in self.directory.providers(tool, definition) if p not in exclude] \
-            if definition is not None else []
+        providers = self.peer_providers(name, exclude)
         for peer_id in providers:
             if trio.current_time() >= deadline:
                 raise ToolTimeout(f"tool {name!r}: deadline passed after trying {', '.join(tried)}")
