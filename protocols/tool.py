@@ -39,12 +39,14 @@ def _request_id(raw: Any) -> str:
 
 
 async def serve_tool_stream(
-    stream: ByteStream, remote_peer_id: str, dispatch: Dispatch, limits: WireLimits
+    stream: ByteStream, remote_peer_id: str, dispatch: Dispatch, limits: WireLimits,
+    on_bad_request: Callable[[PraxisError], None] | None = None,
 ) -> None:
     """Server side of one stream: never raises, always ends the stream.
 
     A request that cannot be read or parsed gets an error frame (when the stream can still
-    carry one); `dispatch` turns a valid request into a response, errors included.
+    carry one) and is reported to `on_bad_request`; `dispatch` turns a valid request into a
+    response, errors included.
     """
     framed = limits.framed(stream)
     ok = False
@@ -57,6 +59,8 @@ async def serve_tool_stream(
             request = parse_model(ToolRequest, raw, "tool request")
         except (InvalidRequest, TooLarge) as exc:
             log.warning("bad tool request from %s: %s", remote_peer_id, exc.message)
+            if on_bad_request is not None:
+                on_bad_request(exc)
             reply = ToolResponse.failure(_request_id(raw), exc.code, exc.message)
             with trio.move_on_after(limits.idle_timeout):
                 await framed.write_json(reply.to_wire())
