@@ -2,10 +2,10 @@
 
 What exists before `running()`: the identity, the engines and the local tools, the peer
 directory, the MCP client pool and forwarded servers. What `running()` builds, each handed
-its collaborators as plain values: the libp2p host and the links to peers, the dialer, the
-router and the tool service, the card and peer exchanges, the mesh's view for the MCP
-endpoint, and the endpoint. Every task runs in the one nursery `running()` owns: leaving it
-stops every task, closes every connection and the engines, and leaks nothing.
+its collaborators as plain values: the node's stats, the libp2p host and the links to peers,
+the dialer, the router and the tool service, the card and peer exchanges, the mesh's view for
+the MCP endpoint, and the endpoint. Every task runs in the one nursery `running()` owns:
+leaving it stops every task, closes every connection and the engines, and leaks nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from node.mesh.origins import OriginCheck, Signer
 from node.mesh.peer_exchange import PeerExchange
 from node.mesh.router import Routed, Router, UpstreamTools
 from node.mesh.service import ToolService
+from node.mesh.stats import MeshStats
 from node.mesh.view import MeshView
 from node.runtime.ports import ensure_port_free
 from node.runtime.signals import ChangeSignal
@@ -60,6 +61,7 @@ class Node:
     """One praxis agent node. Use `async with node.running():` to run it."""
 
     # Built by running(), for as long as the node runs.
+    stats: MeshStats
     host: IHost
     links: PeerLinks
     dialer: Dialer
@@ -125,13 +127,16 @@ class Node:
         if self.serve_mcp_http:
             ensure_port_free(config.mcp.host, config.mcp.port, "mcp.port")
         bootstrap = [parse_peer_addr(text) for text in config.p2p.bootstrap_nodes]
+        # Tool labels are the names the router offers (read when tools_changed moves).
+        self.stats = stats = MeshStats(lambda: self.router.tools(), self.tools_changed)
         self.host = host = build_host(self.key_pair, config.p2p, limits)
-        self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds)
+        self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds, stats)
         self.dialer = dialer = Dialer(host, self.connections, limits.connect_timeout_seconds,
                                       config.p2p.dial_backoff_max_seconds)
         self.router = router = Router(self.local, self.directory, links.call_peer, self.upstreams,
                                       sign=Signer(self.key_pair, self.peer_id))
-        self.service = ToolService(config, self.local, router, OriginCheck(self.peer_id), self.limits, self.upstreams)
+        self.service = ToolService(config, self.local, router, OriginCheck(self.peer_id), self.limits, stats,
+                                   self.upstreams)
         self.peer_exchange = PeerExchange(links, dialer, self.directory, self.peer_id, self.limits,
                                           enabled=config.p2p.peer_exchange)
         self.cards = CardExchange(
@@ -139,7 +144,7 @@ class Node:
             pushes_per_minute=limits.max_card_pushes_per_minute, refresh_seconds=config.p2p.card_refresh_seconds,
             own_card_changed=self.own_card_changed, new_peer=self.peer_exchange.discover_through,
         )
-        self.mesh = MeshView(router, self.directory, name=config.agent.name, version=config.agent.version,
+        self.mesh = MeshView(router, self.directory, stats, name=config.agent.name, version=config.agent.version,
                              peer_id=self.peer_id, card=self.own_card, peer_list=self.peer_exchange.peer_list,
                              call_timeout=limits.call_timeout_seconds, tools_changed=self.tools_changed)
         self.mcp_endpoint = MeshMcpEndpoint(self.mesh, config.mcp)
@@ -179,11 +184,13 @@ class Node:
 
     def _connected(self, peer_id: str) -> None:
         self.connections.bump()
+        self.stats.peer_connected(peer_id)
         self.directory.record_connected(peer_id)
         self.cards.request_exchange(peer_id)
 
     def _disconnected(self, peer_id: str) -> None:
         self.connections.bump()
+        self.stats.peer_disconnected(peer_id)
         self.cards.forget(peer_id)
         if self.directory.remove(peer_id):
             log.info("peer %s disconnected; its tools are gone", peer_id)
@@ -216,8 +223,7 @@ class Node:
         self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
     ) -> ToolResponse:
         """Send a call to one given peer (which serves it or forwards it), bypassing the router."""
-        timeout = timeout if timeout is not None else self.config.limits.call_timeout_seconds
-        return await self.router.request(peer_id, name, arguments, trio.current_time() + timeout)
+        return await self.mesh.request(peer_id, name, arguments, timeout=timeout)
 
     async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
         return await self.links.fetch_peer_list(peer_id, timeout=timeout)

@@ -43,7 +43,7 @@ from pydantic import TypeAdapter
 from node.config import McpSection, is_loopback
 from node.mcp.schemas import schema_problem
 from node.runtime.signals import ChangeSignal
-from protocols.errors import PraxisError
+from protocols.errors import InvalidArguments, PraxisError, ToolNotFound
 from protocols.messages import ToolResult, ToolSpec
 
 log = logging.getLogger("praxis.mcp.server")
@@ -101,6 +101,10 @@ class Mesh(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """This node and the peers it knows: {"self": card, "peers": [records]}."""
+        ...
+
+    def call_refused(self, name: str, error: PraxisError) -> None:
+        """Record a call the endpoint refused before it reached the mesh (unknown tool, bad arguments)."""
         ...
 
 
@@ -264,17 +268,19 @@ class MeshMcpEndpoint:
         self._remember(ctx)
         found = self._mesh_listing().get(params.name)
         if found is None:
-            raise MCPError(INVALID_PARAMS, f"unknown tool {params.name[:64]!r}: tools/list "
-                                           "names every tool of the mesh")
+            message = f"unknown tool {params.name[:64]!r}: tools/list names every tool of the mesh"
+            self.mesh.call_refused(params.name, ToolNotFound(message))
+            raise MCPError(INVALID_PARAMS, message)
         mesh_name, entry = found
         arguments = dict(params.arguments or {})
         problem = schema_problem(_input_schema(entry.spec), arguments)
         if problem is not None:
-            return _error_result(f"tool {params.name!r}: invalid arguments: {problem}")
+            message = f"tool {params.name!r}: invalid arguments: {problem}"
+            self.mesh.call_refused(mesh_name, InvalidArguments(message))
+            return _error_result(message)
         try:
             result = await self.mesh.call_tool(mesh_name, arguments)
-        except PraxisError as exc:
-            log.info("MCP call %s failed: %s", mesh_name, exc.log_text())
+        except PraxisError as exc:  # the mesh logged it with the call
             return _error_result(exc.message)
         return to_call_result(result)
 

@@ -1,5 +1,6 @@
 """Links to peers over this node's libp2p host: streams opened within a deadline, a tool call
-to one peer, a peer list fetched, connections listed and closed, connection events.
+to one peer (counted in the node's stats), a peer list fetched, connections listed (with their
+direction) and closed, connection events.
 
 Every wait has a deadline; every stream is ended (closed after a complete exchange, reset
 after a failure) by `closing_stream`.
@@ -19,6 +20,7 @@ from multiaddr import Multiaddr
 
 from node.mesh.dialer import is_connected
 from node.mesh.host import full_addrs
+from node.mesh.stats import MeshStats
 from protocols.errors import PeerUnreachable, ToolTimeout
 from protocols.messages import ToolRequest, ToolResponse
 from protocols.peers import PEERS_PROTOCOL, PeerList, read_peer_list
@@ -31,10 +33,11 @@ STOP_TIMEOUT = 5.0  # for closing every connection when the node stops
 
 
 class PeerLinks:
-    def __init__(self, host: IHost, limits: WireLimits, connect_timeout: float) -> None:
+    def __init__(self, host: IHost, limits: WireLimits, connect_timeout: float, stats: MeshStats) -> None:
         self.host = host
         self.limits = limits
         self.connect_timeout = connect_timeout
+        self.stats = stats
 
     @property
     def addrs(self) -> list[str]:
@@ -46,6 +49,16 @@ class PeerLinks:
     def connected_peers(self) -> list[str]:
         network = self.host.get_network()
         return sorted(p.to_string() for p in network.connections if network.get_connections(p))
+
+    def directions(self) -> dict[str, str]:
+        """Connected peer ID -> "inbound" (it dialled us) or "outbound" (we dialled it)."""
+        network = self.host.get_network()
+        out = {}
+        for peer in list(network.connections):
+            live = network.get_connections(peer)
+            if live:
+                out[peer.to_string()] = connection_direction(live[0])
+        return out
 
     async def open_stream(self, peer_id: str, protocol: str, deadline: float) -> INetStream:
         """A new stream to a peer on `protocol`, dialling it if needed, within the connect timeout."""
@@ -62,13 +75,21 @@ class PeerLinks:
 
     async def call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
         """One request on `/praxis/tool/1.0.0`; a stream lost after sending may have run the tool."""
-        stream = await self.open_stream(peer_id, TOOL_PROTOCOL, deadline)
+        started = trio.current_time()
+        response: ToolResponse | None = None
         try:
-            async with closing_stream(stream):
-                # The deadline bounds the wait for the answer, not the idle timeout: tools may be slow.
-                return await request_tool(stream, request, replace(self.limits, idle_timeout=math.inf), deadline)
-        except PeerUnreachable as exc:
-            raise PeerUnreachable(exc.message, maybe_ran=True) from None
+            stream = await self.open_stream(peer_id, TOOL_PROTOCOL, deadline)
+            try:
+                async with closing_stream(self.stats.counting(stream)) as counted:
+                    # The deadline bounds the wait for the answer, not the idle timeout: tools may be slow.
+                    response = await request_tool(counted, request, replace(self.limits, idle_timeout=math.inf),
+                                                  deadline)
+                    return response
+            except PeerUnreachable as exc:
+                raise PeerUnreachable(exc.message, maybe_ran=True) from None
+        finally:
+            self.stats.sent(peer_id, trio.current_time() - started, answered=response is not None,
+                            ok=response is not None and response.error is None and not response.result.is_error)
 
     async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
         """Ask a peer for the peers it knows (`/praxis/peers/1.0.0`)."""
@@ -95,6 +116,15 @@ class PeerLinks:
                     await listener.close()
                 except Exception as exc:  # a listener that failed to start: nothing to close
                     log.debug("closing a listener: %s", type(exc).__name__)
+
+
+def connection_direction(conn: INetConn) -> str:
+    """"inbound" or "outbound": libp2p's own record of who dialled, else the muxer's initiator."""
+    direction = str(getattr(conn, "direction", "")).lower()
+    if direction in ("inbound", "outbound"):
+        return direction
+    initiator = getattr(conn.muxed_conn, "is_initiator", None)
+    return "unknown" if initiator is None else ("outbound" if initiator else "inbound")
 
 
 class ConnectionEvents(INotifee):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,15 +11,14 @@ from libp2p.abc import INetStream
 
 from node.config import NodeConfig
 from node.mesh.origins import Caller, OriginCheck
-from node.mesh.router import Router, UpstreamTools
+from node.mesh.router import LOCAL, Router, UpstreamTools
+from node.mesh.stats import SERVED, CallRecord, MeshStats
 from node.tools.local import LocalTools
 from node.tools.policy import may_call_as, may_use_node
 from protocols.errors import Busy, NotAllowed, PraxisError, TooLarge, ToolNotFound
 from protocols.messages import ToolRequest, ToolResponse, ToolResult
 from protocols.streams import WireLimits
 from protocols.tool import serve_tool_stream
-
-log = logging.getLogger("praxis.service")
 
 
 class InFlightLimits:
@@ -61,7 +59,8 @@ class ToolService:
 
     Local tools first (subject to policy), then shared MCP servers' tools, then, while the
     hop count allows, the call is forwarded to another peer that offers the tool (never back
-    to the peer it came from).
+    to the peer it came from). Every call is recorded in `stats` as served or forwarded, and
+    logged there.
     """
 
     def __init__(
@@ -71,9 +70,11 @@ class ToolService:
         router: Router,
         origins: OriginCheck,
         wire: WireLimits,
+        stats: MeshStats,
         upstreams: UpstreamTools | None = None,
     ) -> None:
         self.config = config
+        self.stats = stats
         self.wire = wire
         self.origins = origins
         self.local = local
@@ -84,25 +85,23 @@ class ToolService:
 
     async def serve_tool_stream(self, stream: INetStream) -> None:
         """`/praxis/tool/1.0.0`: one request from the stream's peer, one response; never raises."""
-        await serve_tool_stream(stream, stream.muxed_conn.peer_id.to_string(), self.handle, self.wire)
+        peer_id = stream.muxed_conn.peer_id.to_string()
+        await serve_tool_stream(self.stats.counting(stream), peer_id, self.handle, self.wire,
+                                on_bad_request=self.stats.bad_request)
 
     async def handle(self, request: ToolRequest, peer_id: str) -> ToolResponse:
-        started = trio.current_time()
-        try:
-            result = await self._serve(request, peer_id)
-        except PraxisError as exc:
-            log.info(
-                "call %s from %s refused or failed in %.0f ms: %s",
-                request.name, peer_id, (trio.current_time() - started) * 1000, exc.log_text(),
-            )
-            return ToolResponse.failure(request.id, exc.code, exc.message)
-        log.debug("call %s from %s served in %.1f ms", request.name, peer_id,
-                  (trio.current_time() - started) * 1000)
-        return ToolResponse(id=request.id, result=result)
+        with self.stats.call(SERVED, request.name, peer_id) as record:
+            try:
+                result = await self._serve(request, peer_id, record)
+            except PraxisError as exc:
+                record.failed(exc)
+                return ToolResponse.failure(request.id, exc.code, exc.message)
+            return ToolResponse(id=request.id, result=result)
 
-    async def _serve(self, request: ToolRequest, peer_id: str) -> ToolResult:
+    async def _serve(self, request: ToolRequest, peer_id: str, record: CallRecord) -> ToolResult:
         limits = self.config.limits
         if request.hops > limits.max_hops:
+            record.refused = "too_many_hops"
             raise TooLarge(
                 f"call to {request.name!r} refused: it has been forwarded {request.hops} times "
                 f"(limit {limits.max_hops})"
@@ -112,30 +111,47 @@ class ToolService:
             budget = min(budget, request.deadline_ms / 1000)
         deadline = trio.current_time() + budget
         arguments = request.flat_arguments()
-        caller = self.origins.identify(request, peer_id, arguments)
+        try:
+            caller = self.origins.identify(request, peer_id, arguments)
+        except NotAllowed:
+            record.refused = "origin_refused"
+            raise
         contract = self.local.get(request.name)
         if contract is not None:
+            record.provider = LOCAL
             if not may_call_as(contract, caller, self.config.policy):
                 raise _refusal(caller, f"tool {request.name!r}")
             with self.in_flight.slot(peer_id):
-                return await self.local.run(request.name, arguments, deadline)
+                result = await self.local.run(request.name, arguments, deadline)
+            record.succeeded(result)
+            return result
         if not may_use_node(caller, self.config.policy):
             raise _refusal(caller, "this node's forwarded tools")
         if self.upstreams is not None and request.name in self.upstreams.shared_tools():
+            server = self.upstreams.tools().get(request.name)
+            record.provider = f"mcp:{server[0]}" if server is not None else "mcp"
             with self.in_flight.slot(peer_id):
-                return await self.upstreams.call(request.name, arguments, deadline)
+                result = await self.upstreams.call(request.name, arguments, deadline)
+            record.succeeded(result)
+            return result
         if request.hops >= limits.max_hops:
             raise ToolNotFound(
                 f"this node has no tool {request.name!r} and the call may not be forwarded further"
             )
+        exclude = frozenset({peer_id, caller.origin})
+        if self.router.peer_providers(request.name, exclude):
+            record.forwarding()  # else the router refuses it at once, as a tool nobody offers
         with self.in_flight.slot(peer_id):
+            # From here on, a forwarded call's errors are the mesh's answers, not this node's refusals.
+            record.own = record.role == SERVED
             # A request that reached us was sent at least once, whatever its `hops` says (Go
             # callers send none): the next node must see it as forwarded.
             routed = await self.router.call(
                 request.name, arguments, deadline=deadline, hops=max(request.hops, 1),
-                trace_id=request.trace_id, exclude=frozenset({peer_id, caller.origin}), use_upstreams=False,
+                trace_id=request.trace_id, exclude=exclude, use_upstreams=False,
                 origin=request.origin, sign=False,
             )
+        record.succeeded(routed.result, routed.provider)
         return routed.result
 
 

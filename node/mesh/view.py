@@ -1,5 +1,9 @@
 """The mesh as the MCP endpoint sees it (the `Mesh` protocol of node/mcp/endpoint.py): the
-tools and who provides them, a call, a description of this node and its peers, one signal."""
+tools and who provides them, a call, a description of this node and its peers, one signal.
+
+This node's own calls go through here (`call`, `call_tool`, `request`) and are recorded in
+its stats (node/mesh/stats.py) as `made`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ import trio
 from node.mcp.endpoint import MeshEntry, Provider
 from node.mesh.directory import PeerDirectory
 from node.mesh.router import LOCAL, Routed, Router
+from node.mesh.stats import MADE, MeshStats
 from node.runtime.signals import ChangeSignal
-from protocols.messages import Card, ToolResult
+from protocols.errors import PraxisError, error_from_code
+from protocols.messages import Card, ToolResponse, ToolResult
 from protocols.peers import PeerList
 
 
@@ -22,6 +28,7 @@ class MeshView:
         self,
         router: Router,
         directory: PeerDirectory,
+        stats: MeshStats,
         *,
         name: str,
         version: str,
@@ -33,6 +40,7 @@ class MeshView:
     ) -> None:
         self.router = router
         self.directory = directory
+        self.stats = stats
         self.name = name
         self.version = version
         self.peer_id = peer_id
@@ -45,13 +53,49 @@ class MeshView:
         return {name: MeshEntry(tool.spec, tuple(self._provider(p) for p in tool.providers))
                 for name, tool in self.router.tools().items()}
 
-    async def call(self, name: str, arguments: dict[str, Any], *, timeout: float | None = None) -> Routed:
-        """Call a tool anywhere in the mesh within `timeout` (default: the node's call timeout)."""
+    # ----- this node's own calls -------------------------------------------------------
+
+    async def call(
+        self, name: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str = "node"
+    ) -> Routed:
+        """Call a tool anywhere in the mesh within `timeout` (default: the node's call timeout).
+        `caller` is who asked, for the call log: "mcp" (the MCP endpoint) or "node"."""
         deadline = trio.current_time() + (timeout if timeout is not None else self.call_timeout)
-        return await self.router.call(name, dict(arguments), deadline=deadline, trace_id=uuid.uuid4().hex)
+        with self.stats.call(MADE, name, caller) as record:
+            if self.router.local.get(name) is not None:
+                record.own, record.provider = True, LOCAL  # refused or failed here, by this node
+            try:
+                routed = await self.router.call(name, dict(arguments), deadline=deadline, trace_id=uuid.uuid4().hex)
+            except PraxisError as exc:
+                record.failed(exc)
+                raise
+            record.succeeded(routed.result, routed.provider)
+            return routed
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        return (await self.call(name, arguments)).result
+        return (await self.call(name, arguments, caller="mcp")).result
+
+    async def request(
+        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
+    ) -> ToolResponse:
+        """Send a call to one given peer (which serves it or forwards it), bypassing the router's
+        choice; the answer comes back as the peer gave it, errors included."""
+        deadline = trio.current_time() + (timeout if timeout is not None else self.call_timeout)
+        with self.stats.call(MADE, name, "node") as record:
+            record.provider = peer_id
+            try:
+                response = await self.router.request(peer_id, name, arguments, deadline)
+            except PraxisError as exc:
+                record.failed(exc)
+                raise
+            if response.error is not None:
+                record.failed(error_from_code(response.error.code, response.error.message))
+            else:
+                record.succeeded(response.result)
+            return response
+
+    def call_refused(self, name: str, error: PraxisError) -> None:
+        self.stats.refused(MADE, name, "mcp", error)
 
     def describe(self) -> dict[str, Any]:
         return {"self": self.card().to_wire(), "peers": self.peer_list().to_wire()["peers"]}

@@ -371,7 +371,7 @@ async def test_peer_strings_cannot_forge_log_lines(tmp_path, figures):
             verdicts[what] = verdicts_in(text, attacker_id)[i]
 
         # A string that does reach a log message: a call to an unknown tool is logged with its
-        # name ("call %s from %s refused or failed ..."); the node logs it before it answers.
+        # name (the call log: "call served tool=%s caller=%s ..."); the node logs it before it answers.
         request = {"id": "forge-1", "name": f"nope\n{FORGED} by tool request", "arguments": {},
                    "timestamp": 1700000000000}
         stream = await open_stream(attacker, addr, TOOL_PROTOCOL)
@@ -392,7 +392,8 @@ async def test_peer_strings_cannot_forge_log_lines(tmp_path, figures):
         assert line.count("forged") == line.count(f"\\n{FORGED}"), f"an unescaped forgery in node.log: {line!r}"
     strays = [line for line in lines if not LINE.match(line)]
     assert not strays, "node.log lines not written by the node's formatter:\n" + "\n".join(strays[:10])
-    assert any(f"call nope\\n{FORGED} by tool request from {attacker_id} refused" in line for line in lines), \
+    assert any(f"call served tool=nope\\n{FORGED} by tool request caller={attacker_id} " in line
+               and "outcome=unknown_tool" in line for line in lines), \
         "the refused call was not logged, escaped"
     for bad in ("\x1b", "\r", "\u2028", "\x85"):
         assert bad not in text, f"{bad!r} reached node.log"
