@@ -146,7 +146,9 @@ class Node:
         )
         self.mesh = MeshView(router, self.directory, stats, name=config.agent.name, version=config.agent.version,
                              peer_id=self.peer_id, card=self.own_card, peer_list=self.peer_exchange.peer_list,
-                             call_timeout=limits.call_timeout_seconds, tools_changed=self.tools_changed)
+                             call_timeout=limits.call_timeout_seconds, tools_changed=self.tools_changed,
+                             connections=links.directions, engines=self.engines,
+                             ready=lambda: bool(links.addrs) and dialer.tried_all(bootstrap))
         self.mcp_endpoint = MeshMcpEndpoint(self.mesh, config.mcp)
         for protocol, handler in ((CARD_PROTOCOL, self.cards.serve_card_stream),
                                   (TOOL_PROTOCOL, self.service.serve_tool_stream),

@@ -14,6 +14,14 @@ servers' tools), each with its input schema. MCP tool names must match
 `[A-Za-z0-9_-]{1,64}`; see `mcp_names` for the rule. Connected clients get
 `notifications/tools/list_changed` when that set changes. `tools/call` validates the
 arguments against the tool's schema, then goes through the router like any other call.
+
+The same HTTP server answers, under the same rule (loopback Host and Origin, or the bearer
+token), three GETs about the node (see `_observing`):
+- `GET /healthz`: 200 `{"status": "ok", "ready": true}` once the node listens and its
+  bootstrap peers were tried; 503 `{"status": "starting", "ready": false}` before;
+- `GET /status`: this node, its peers, the mesh's tools and their calls, as JSON (the shape is
+  documented in node/mesh/view.py);
+- `GET /metrics`: the node's metrics in the Prometheus text format (node/mesh/stats.py).
 """
 
 from __future__ import annotations
@@ -35,10 +43,12 @@ from hypercorn.trio import serve as hypercorn_serve
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.stdio import stdio_server
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter
+from starlette.requests import Request
 
 from node.config import McpSection, is_loopback
 from node.mcp.schemas import schema_problem
@@ -49,6 +59,7 @@ from protocols.messages import ToolResult, ToolSpec
 log = logging.getLogger("praxis.mcp.server")
 
 MCP_PATH = "/mcp"
+HEALTH_PATH, STATUS_PATH, METRICS_PATH = OBSERVE_PATHS = ("/healthz", "/status", "/metrics")
 # A resource describing this node and the peers it knows (`praxis-node peers --node URL`).
 PEERS_URI = "praxis://node/peers"
 MAX_NAME = 64
@@ -105,6 +116,18 @@ class Mesh(Protocol):
 
     def call_refused(self, name: str, error: PraxisError) -> None:
         """Record a call the endpoint refused before it reached the mesh (unknown tool, bad arguments)."""
+        ...
+
+    def ready(self) -> bool:
+        """True once the node listens and its bootstrap peers were tried."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """This node, its peers, the mesh's tools and their calls (shape: node/mesh/view.py)."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """The node's metrics in the Prometheus text format."""
         ...
 
 
@@ -370,6 +393,7 @@ class MeshMcpEndpoint:
         app: ASGIApp = self.server.streamable_http_app(
             streamable_http_path=MCP_PATH, host=cfg.host, transport_security=security,
         )
+        app = _observing(app, self.mesh, security)
         if not loopback:
             # A request with an Origin comes from a web page. The MCP spec requires servers to
             # check it, and it still matters here: a page a user on the local network opens,
@@ -429,6 +453,48 @@ def _refusal(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> l
              "headers": [(b"content-type", b"application/json"),
                          (b"content-length", str(len(body)).encode()), *headers]},
             {"type": "http.response.body", "body": body}]
+
+
+def _observing(app: ASGIApp, mesh: Mesh, security: TransportSecuritySettings) -> ASGIApp:
+    """`GET /healthz`, `/status` and `/metrics` beside the MCP app, under its Host and Origin rule.
+
+    The rule is the SDK's own check with the MCP app's settings (on loopback: a loopback Host,
+    else 421, and a loopback Origin if any, else 403); the bearer token and the off-loopback
+    Origin check wrap this app as they wrap the MCP app.
+    """
+    checks = TransportSecurityMiddleware(security)
+
+    async def routed(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in OBSERVE_PATHS:
+            await app(scope, receive, send)
+            return
+        refusal = await checks.validate_request(Request(scope, receive), is_post=False)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            status, body, kind = 405, json.dumps({"error": "only GET"}).encode(), b"application/json"
+            extra = [(b"allow", b"GET, HEAD")]
+        else:
+            extra = []
+            status, body, kind = _observe(scope["path"], mesh)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
+                                (b"cache-control", b"no-store"), *extra]})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    return routed
+
+
+def _observe(path: str, mesh: Mesh) -> tuple[int, bytes, bytes]:
+    """(status, body, content type) of one of the OBSERVE_PATHS."""
+    if path == HEALTH_PATH:
+        ready = mesh.ready()
+        health = {"status": "ok", "ready": True} if ready else {"status": "starting", "ready": False}
+        return (200 if ready else 503), json.dumps(health).encode(), b"application/json"
+    if path == STATUS_PATH:
+        return 200, json.dumps(mesh.status()).encode(), b"application/json"
+    return 200, mesh.metrics_text(), CONTENT_TYPE_LATEST.encode()
 
 
 def _bearer_guard(app: ASGIApp, token: str) -> ASGIApp:

@@ -1,26 +1,64 @@
 """The mesh as the MCP endpoint sees it (the `Mesh` protocol of node/mcp/endpoint.py): the
-tools and who provides them, a call, a description of this node and its peers, one signal.
+tools and who provides them, a call, a description of this node and its peers, one signal;
+and what the node knows of itself for `GET /healthz`, `GET /status` and `GET /metrics`.
 
 This node's own calls go through here (`call`, `call_tool`, `request`) and are recorded in
 its stats (node/mesh/stats.py) as `made`.
+
+`status()` has one shape (`STATUS_FORMAT`); every key is always present, a value that is not
+known yet is null:
+
+    {
+      "format": "praxis-node-status/1",
+      "node": {"name": "node-a", "peerId": "12D3KooW...", "version": "0.1.0",
+               "addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW..."],
+               "startedAt": "2025-01-31T12:00:00.000Z", "uptimeSeconds": 12.5, "ready": true,
+               "tools": ["echo"]},                     # the tools this node serves to peers
+      "peers": [{"name": "node-b" | null, "peerId": "12D3KooW...",
+                 "direction": "inbound" | "outbound" | "unknown",
+                 "connectedSince": "2025-01-31T12:00:01.000Z" | null, "connectedSeconds": 11.4 | null,
+                 "latencyMs": 2.1 | null,             # smoothed round trip of the calls sent to it
+                 "calls": {"sent": 3, "received": 1}, "errors": {"sent": 0, "received": 0},
+                 "tools": ["add"]}],                  # the tools its card lists
+      "tools": [{"name": "add", "providers": [{"kind": "peer", "name": "node-b", "peerId": "12D3KooW..."}],
+                 "calls": 4, "errors": 1,            # since this node started, made + served + forwarded
+                 "recent": {"calls": 4, "errors": 1, "p50Ms": 2.3 | null, "p95Ms": 5.1 | null}}],
+      "window": {"seconds": 300, "maxCallsPerTool": 1000},   # what "recent" covers
+      "calls": {"made": {"calls": 5, "errors": 1}, "served": {...}, "forwarded": {...},
+                "inFlight": {"made": 0, "served": 0, "forwarded": 0},
+                "refused": {"not_allowed": 0, "origin_refused": 0, "busy": 0, "too_large": 0,
+                            "too_many_hops": 0, "invalid_arguments": 1, "unknown_tool": 0,
+                            "invalid_request": 0}},
+      "engines": {"dagger": {"queued": 0, "running": 1, "slots": 4}}   # engines with a queue, once created
+    }
+
+Peers are the peers connected now, by peer ID; tools are the mesh's tools by the name callers
+use (`Router.tools()`), by name. Provider kinds: "local" (this node), "peer", "mcp" (one of this
+node's MCP servers, by its configured name).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
+from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from node.mcp.endpoint import MeshEntry, Provider
 from node.mesh.directory import PeerDirectory
 from node.mesh.router import LOCAL, Routed, Router
-from node.mesh.stats import MADE, MeshStats
+from node.mesh.stats import MADE, WINDOW_CALLS, WINDOW_SECONDS, MeshStats, engine_queue
 from node.runtime.signals import ChangeSignal
 from protocols.errors import PraxisError, error_from_code
 from protocols.messages import Card, ToolResponse, ToolResult
 from protocols.peers import PeerList
+
+STATUS_FORMAT = "praxis-node-status/1"
 
 
 class MeshView:
@@ -37,6 +75,9 @@ class MeshView:
         peer_list: Callable[[], PeerList],
         call_timeout: float,
         tools_changed: ChangeSignal,
+        connections: Callable[[], Mapping[str, str]],
+        engines: Mapping[str, object],
+        ready: Callable[[], bool],
     ) -> None:
         self.router = router
         self.directory = directory
@@ -48,6 +89,10 @@ class MeshView:
         self.peer_list = peer_list
         self.call_timeout = call_timeout
         self.tools_changed = tools_changed
+        self.connections = connections  # connected peer ID -> "inbound" | "outbound" | "unknown"
+        self.engines = engines
+        self._ready = ready
+        stats.registry.register(_LiveCollector(self))
 
     def tools(self) -> Mapping[str, MeshEntry]:
         return {name: MeshEntry(tool.spec, tuple(self._provider(p) for p in tool.providers))
@@ -97,8 +142,58 @@ class MeshView:
     def call_refused(self, name: str, error: PraxisError) -> None:
         self.stats.refused(MADE, name, "mcp", error)
 
+    # ----- what the node knows of itself ----------------------------------------------
+
     def describe(self) -> dict[str, Any]:
         return {"self": self.card().to_wire(), "peers": self.peer_list().to_wire()["peers"]}
+
+    def ready(self) -> bool:
+        return self._ready()
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.stats.registry)
+
+    def status(self) -> dict[str, Any]:
+        now = trio.current_time()
+        card = self.card()
+        peers = []
+        for peer_id, direction in sorted(self.connections().items()):
+            entry = self.directory.get(peer_id)
+            record = self.stats.peers.get(peer_id)
+            peers.append({
+                "name": entry.card.name if entry is not None else None,
+                "peerId": peer_id,
+                "direction": direction,
+                "connectedSince": _iso(record.connected_at) if record is not None else None,
+                "connectedSeconds": round(now - record.since, 3) if record is not None else None,
+                "latencyMs": round(record.latency * 1000, 3)
+                if record is not None and record.latency is not None else None,
+                "calls": {"sent": record.sent if record else 0, "received": record.received if record else 0},
+                "errors": {"sent": record.sent_errors if record else 0,
+                           "received": record.received_errors if record else 0},
+                "tools": sorted(entry.tools) if entry is not None else [],
+            })
+        tools = [{"name": name, "providers": [p.to_json() for p in entry.providers],
+                  **self.stats.tool_summary(name)}
+                 for name, entry in sorted(self.tools().items())]
+        engines = {}
+        for engine_name, engine in sorted(self.engines.items()):
+            queue = engine_queue(engine)
+            if queue is not None:
+                engines[engine_name] = {"queued": queue[0], "running": queue[1], "slots": queue[2]}
+        return {
+            "format": STATUS_FORMAT,
+            "node": {
+                "name": self.name, "peerId": self.peer_id, "version": self.version, "addrs": list(card.addrs),
+                "startedAt": _iso(self.stats.started_at), "uptimeSeconds": round(now - self.stats.started, 3),
+                "ready": self.ready(), "tools": sorted(spec.name for spec in card.tools),
+            },
+            "peers": peers,
+            "tools": tools,
+            "window": {"seconds": WINDOW_SECONDS, "maxCallsPerTool": WINDOW_CALLS},
+            "calls": self.stats.calls_summary(),
+            "engines": engines,
+        }
 
     def _provider(self, provider: str) -> Provider:
         if provider == LOCAL:
@@ -107,3 +202,42 @@ class MeshView:
             return Provider("mcp", provider.removeprefix("mcp:"))
         entry = self.directory.get(provider)
         return Provider("peer", entry.card.name if entry is not None else "", provider)
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _LiveCollector:
+    """Gauges read when `/metrics` is scraped: peers, engine queues, the node itself."""
+
+    def __init__(self, view: MeshView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.view
+        peers = GaugeMetricFamily("praxis_peers_connected", "Peers connected now, by who dialled",
+                                  labels=("direction",))
+        directions = list(view.connections().values())
+        for direction in ("inbound", "outbound"):
+            peers.add_metric((direction,), directions.count(direction))
+        yield peers
+        queued = GaugeMetricFamily("praxis_engine_queue_length", "Calls waiting for an engine slot",
+                                   labels=("engine",))
+        busy = GaugeMetricFamily("praxis_engine_slots_busy", "Engine slots in use", labels=("engine",))
+        slots = GaugeMetricFamily("praxis_engine_slots", "Engine slots in all", labels=("engine",))
+        for name, engine in sorted(view.engines.items()):
+            queue = engine_queue(engine)
+            if queue is not None:
+                for family, value in zip((queued, busy, slots), queue, strict=True):
+                    family.add_metric((name,), value)
+        yield from (queued, busy, slots)
+        yield GaugeMetricFamily("praxis_mesh_tools", "Tools the mesh offers this node",
+                                value=len(view.stats.labels.known()))
+        yield GaugeMetricFamily("praxis_node_ready", "1 once the node listens and its bootstrap peers were tried",
+                                value=1 if view.ready() else 0)
+        yield GaugeMetricFamily("praxis_node_start_time_seconds", "When the node started (Unix time)",
+                                value=view.stats.started_at)
+        info = GaugeMetricFamily("praxis_node_info", "This node", labels=("name", "version", "peer_id"))
+        info.add_metric((view.name, view.version, view.peer_id), 1)
+        yield info
