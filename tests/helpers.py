@@ -58,9 +58,12 @@ async def running(*nodes: Node) -> AsyncIterator[list[Node]]:
         yield list(nodes)
 
 
-async def start_mesh(stack: AsyncExitStack, tools_per_node: list[list[dict[str, Any]]]) -> list[Node]:
-    """Start one node per entry; all bootstrap from the first. Returns them running."""
-    first = make_node(node_config("node-0", tools_per_node[0]))
+async def start_mesh(
+    stack: AsyncExitStack, tools_per_node: list[list[dict[str, Any]]], **first_sections: Any
+) -> list[Node]:
+    """Start one node per entry; all bootstrap from the first (configured with `first_sections`,
+    e.g. `mcp={"enabled": True, "port": 0}`). Returns them running."""
+    first = make_node(node_config("node-0", tools_per_node[0], **first_sections))
     await stack.enter_async_context(first.running())
     nodes = [first]
     for i, tools in enumerate(tools_per_node[1:], start=1):
