@@ -55,7 +55,8 @@ async def test_two_node_processes_call_each_other(tmp_path):
                         break
                     await trio.sleep(0.1)
             out = await cli("call", "--peer", ready_a["addrs"][0], "add", "a=1", "b=1")
-            assert out.returncode == 1 and b"no provider for tool 'add'" in out.stderr
+            # The provider left: the node no longer knows the tool, and says which it knows.
+            assert (out.returncode, out.stderr) == (1, b"error: unknown tool 'add'; the node knows echo\n")
 
 
 async def test_tool_errors_and_bad_arguments_exit_nonzero_with_a_message(tmp_path):

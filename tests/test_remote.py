@@ -138,24 +138,36 @@ async def test_call_gives_one_result_shape_through_peer_and_node(tmp_path):
         assert out.returncode == 2 and "is not key=value" in one_line_error(out), flag
 
 
-async def test_node_commands_never_import_libp2p(tmp_path):
-    """`--node` needs an MCP client only: main() runs tools, peers and call without importing
-    libp2p (py-multiaddr, a small parser the config may use to check addresses, is not libp2p)."""
+async def test_node_commands_import_neither_libp2p_nor_the_mcp_sdk_nor_the_config(tmp_path):
+    """`--node` needs a few JSON-RPC requests over HTTP: main() runs tools, peers and call without
+    importing libp2p, the MCP SDK, pydantic, an HTTP client library or the config (YAML, models),
+    which is what makes these commands start in a fraction of a second."""
+    heavy = ("libp2p", "multiaddr", "mcp", "mcp_types", "pydantic", "httpx", "httpx2", "anyio", "yaml")
     cfg = write_config(tmp_path / "a", "node-a", [ECHO, ADD], [], **MCP_ON)
     async with node_process(cfg) as (_, a):
-        for command in (["tools", "--json"], ["peers"], ["call", "add", "a=1", "b=2"]):
+        for command in (["tools", "--json"], ["peers"], ["call", "add", "a=1", "b=2"], ["call", "nosuch"]):
             script = (
                 "import json, sys\n"
                 "from node.cli.main import main\n"
                 f"rc = main([{command[0]!r}, '--node', {a['mcpUrl']!r}, *{command[1:]!r}])\n"
-                "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'libp2p')\n"
+                f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}\n"
+                "                 or m.startswith(('node.config', 'node.mcp', 'node.mesh', 'node.app')))\n"
                 "print(json.dumps({'rc': rc, 'loaded': loaded}))\n"
             )
             with trio.fail_after(30):
                 out = await trio.run_process([sys.executable, "-c", script], cwd=ROOT, capture_stdout=True,
                                              capture_stderr=True, check=False)
             report = json.loads(out.stdout.decode().splitlines()[-1])
-            assert report == {"rc": 0, "loaded": []}, (command, out.stderr.decode()[-2000:])
+            assert report == {"rc": 1 if command[-1] == "nosuch" else 0, "loaded": []}, \
+                (command, out.stderr.decode()[-2000:])
+
+
+def test_the_cli_names_the_endpoint_as_the_node_serves_it():
+    """--node speaks to the endpoint without importing it: its path and resource URI agree."""
+    from node.cli import mcp_http, remote_endpoint
+    from node.mcp import endpoint
+
+    assert (mcp_http.MCP_PATH, remote_endpoint.PEERS_URI) == (endpoint.MCP_PATH, endpoint.PEERS_URI)
 
 
 async def test_node_lists_variants_by_their_mcp_name_and_calls_them_by_either_name(tmp_path):

@@ -14,20 +14,26 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from node.config import ConfigError, ConfigProblem, NodeConfig, load_config
+from node.cli.errors import EXIT_OK, EXIT_USAGE
 
-EXIT_OK, EXIT_USAGE = 0, 2
+if TYPE_CHECKING:  # node.config is imported when `check` runs: other commands need not load it
+    from node.config import ConfigProblem, NodeConfig
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+               parents: list[argparse.ArgumentParser] | None = None) -> None:
     """Register `check` on the CLI's subcommands."""
-    check = sub.add_parser("check", help="report every problem of a config without starting anything")
+    check = sub.add_parser("check", parents=parents or [],
+                           help="report every problem of a config without starting anything")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
     check.set_defaults(func=cmd_check)
 
 
 async def cmd_check(args: argparse.Namespace) -> int:
+    from node.config import ConfigError, load_config
+
     path = Path(args.config)
     try:
         config = load_config(path)
@@ -50,6 +56,8 @@ def start_problems(config: NodeConfig) -> list[ConfigProblem]:
     An existing key file is read with the node's own loader (a regular file of at most 8 KiB
     holding a key); an absent one must be creatable, but is not created.
     """
+    from node.config import ConfigError, ConfigProblem
+
     path = config.resolve_path(config.p2p.key_file)
     if path.exists():
         from node.mesh.identity import load_or_create_identity  # libp2p: only when there is a key to read

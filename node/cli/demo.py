@@ -218,9 +218,9 @@ async def _exercise(nodes: list[DemoNode], tools: list[dict[str, Any]]) -> int:
             failures += failed
             rows.append([tool["name"], caller.name, owner[tool["name"]].name,
                          _args_text(tool["args"]), text[:48], f"{ms:.1f} ms"])
-    from node.cli.main import _table
+    from node.cli.output import table
 
-    _table(["tool", "caller", "provider", "arguments", "result", "latency"], rows)
+    table(["tool", "caller", "provider", "arguments", "result", "latency"], rows)
     print(f"\ndemo: {len(rows) - failures} of {len(rows)} cross-node calls succeeded")
     return 0 if failures == 0 else 1
 

@@ -8,6 +8,7 @@ its length. A peer cannot forge a log line or flood the log through one message.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from typing import Any
@@ -54,5 +55,20 @@ def configure_logging(level: str = "INFO", name: str | None = None) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # py-libp2p logs expected stream resets and dial failures at ERROR with tracebacks.
-    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    quiet_libp2p_logging()
+
+
+def quiet_libp2p_logging() -> None:
+    """py-libp2p logs expected stream resets and dial failures at ERROR, with tracebacks: off.
+
+    Call it again after libp2p is imported: its import resets its logger (WARNING, no handler,
+    no propagation), and Python's last-resort handler then prints each such record to stderr
+    ("Failed to open TCP stream: ..." once per dial attempt). `LIBP2P_DEBUG` still works: with
+    it set, libp2p's own handlers are attached and left alone.
+    """
+    if os.environ.get("LIBP2P_DEBUG"):
+        return
+    libp2p = logging.getLogger("libp2p")
+    libp2p.setLevel(logging.CRITICAL)
+    if not libp2p.handlers:
+        libp2p.addHandler(logging.NullHandler())

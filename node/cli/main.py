@@ -1,4 +1,10 @@
-"""`praxis-node run | id | check | call | tools | peers | mcp | demo`."""
+"""`praxis-node run | id | check | call | tools | peers | mcp | demo`.
+
+Every command imports only what it uses: `call`, `tools` and `peers` with `--node` need no
+libp2p, no MCP SDK, no pydantic and no config (see node/cli/remote_endpoint.py), so they start
+in a fraction of a second. Whatever goes wrong ends as one line on stderr and an exit code
+from node/cli/errors.py (`--debug` adds the traceback).
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,27 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from node.cli import check
+from node.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TOOL_ERROR, UsageError, explain
 from node.cli.logs import configure_logging
 from node.cli.output import print_peers, print_result, print_tools
-from node.cli.output import table as _table  # noqa: F401  (node/cli/demo.py prints its table with it)
-from node.cli.remote import RemoteNode, split_arguments, typed_arguments
-from node.config import ConfigError, NodeConfig, load_config
-from protocols.errors import PraxisError
+from node.cli.remote import CallResult, RemoteNode, split_arguments, typed_arguments, unknown_tool_message
 
-EXIT_OK, EXIT_TOOL_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from node.config import NodeConfig
+
+REMOTE_COMMANDS = ("call", "tools", "peers")
 
 
 def _load(path: str) -> NodeConfig:
+    from pathlib import Path
+
+    from node.config import load_config
+
     return load_config(Path(path))
 
 
@@ -66,12 +77,20 @@ async def cmd_id(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _where(args: argparse.Namespace) -> str:
+    """How the user named the node, for hints: `--node URL` or `--peer ADDR`."""
+    return f"--node {args.node}" if args.node else f"--peer {args.peer}"
+
+
 def _open_remote(args: argparse.Namespace) -> AbstractAsyncContextManager[RemoteNode]:
     """The node that `--node URL` or `--peer MULTIADDR` names (argparse requires one of them)."""
     if args.node:
         from node.cli.remote_endpoint import EndpointRemote
 
         return EndpointRemote.open(args.node, args.token, args.timeout)
+    if args.peer.startswith(("http://", "https://")):
+        raise UsageError(f"--peer takes a node's multiaddr (e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...); "
+                         f"for the URL of its MCP endpoint use --node {args.peer}")
     from node.cli.remote_peer import PeerRemote  # libp2p: imported only for --peer
 
     return PeerRemote.open(args.peer, args.timeout)
@@ -83,6 +102,10 @@ async def cmd_call(args: argparse.Namespace) -> int:
         tool = await remote.find_tool(args.tool)
         arguments = typed_arguments(pairs, tool.param_types() if tool is not None else {})
         result = await remote.call(tool.name if tool is not None else args.tool, arguments)
+        if result.is_error and result.unknown_tool:
+            names = [] if tool is not None else [r.name for r in await remote.tools()]
+            result = CallResult.failure(unknown_tool_message(args.tool, tool, names, _where(args)),
+                                        unknown_tool=True)
     print_result(result, as_json=args.json)
     return EXIT_TOOL_ERROR if result.is_error else EXIT_OK
 
@@ -130,20 +153,25 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="praxis-node", description="A peer-to-peer agent node.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback behind an error (also accepted after the command)")
+    # Each command accepts --debug too; SUPPRESS keeps `praxis-node --debug CMD` from being reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a node in the foreground (Ctrl-C stops it)")
+    run = sub.add_parser("run", parents=[common], help="run a node in the foreground (Ctrl-C stops it)")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
     run.add_argument("--log-level", default="INFO")
     run.add_argument("--announce", action="store_true",
                      help="print one JSON line with the peer ID and addresses once listening")
     run.set_defaults(func=cmd_run)
 
-    ident = sub.add_parser("id", help="print the peer ID and listen address of a config")
+    ident = sub.add_parser("id", parents=[common], help="print the peer ID and listen address of a config")
     ident.add_argument("-c", "--config", required=True)
     ident.set_defaults(func=cmd_id)
 
-    check.add_parser(sub)
+    check.add_parser(sub, parents=[common])
 
     def remote(p: argparse.ArgumentParser) -> None:
         where = p.add_mutually_exclusive_group(required=True)
@@ -154,29 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    call = sub.add_parser("call", help="call a tool through a running node")
+    call = sub.add_parser("call", parents=[common], help="call a tool through a running node")
     remote(call)
     call.add_argument("tool")
     call.add_argument("arguments", nargs="*", metavar="key=value",
                       help="arguments; values are JSON unless the parameter is a string")
     call.set_defaults(func=cmd_call)
 
-    tools = sub.add_parser("tools", help="list the tools a running node knows of")
+    tools = sub.add_parser("tools", parents=[common], help="list the tools a running node knows of")
     remote(tools)
     tools.set_defaults(func=cmd_tools)
 
-    peers = sub.add_parser("peers", help="list a running node's peers")
+    peers = sub.add_parser("peers", parents=[common], help="list a running node's peers")
     remote(peers)
     peers.set_defaults(func=cmd_peers)
 
-    mcp = sub.add_parser("mcp", help="run a node that serves the mesh's tools over MCP on stdio")
+    mcp = sub.add_parser("mcp", parents=[common], help="run a node that serves the mesh's tools over MCP on stdio")
     mcp.add_argument("-c", "--config", required=True, help="YAML config file")
     mcp.add_argument("--log-level", default="WARNING", help="logs go to stderr")
     mcp.add_argument("--wait-for-peers", type=float, default=5.0, metavar="SECONDS",
                      help="how long to wait for the bootstrap peers' cards before serving")
     mcp.set_defaults(func=cmd_mcp)
 
-    demo = sub.add_parser("demo", help="start a mesh of nodes on 127.0.0.1 and call across it")
+    demo = sub.add_parser("demo", parents=[common], help="start a mesh of nodes on 127.0.0.1 and call across it")
     demo.add_argument("--nodes", type=int, default=3, help="number of nodes (2-16, default 3)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's folder (configs, logs)")
     demo.set_defaults(func=cmd_demo)
@@ -186,41 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
-    if args.command in ("call", "tools", "peers"):
-        configure_logging("WARNING")
+    if args.command in REMOTE_COMMANDS:
+        configure_logging("DEBUG" if args.debug else "WARNING")
     try:
         return trio.run(func, args)
     except BaseException as exc:  # trio wraps errors from nurseries in exception groups
-        leaf = first_leaf(exc)
-        if isinstance(leaf, ConfigError):
-            print(f"config error: {leaf}", file=sys.stderr)
-            return EXIT_USAGE
-        if isinstance(leaf, ValueError):
-            print(f"error: {leaf}", file=sys.stderr)
-            return EXIT_USAGE
-        if isinstance(leaf, PraxisError):
-            print(f"error: {leaf.message}", file=sys.stderr)
-            return EXIT_UNREACHABLE
-        if _is_connection_error(leaf):
-            where = getattr(args, "node", None) or getattr(args, "peer", None) or "the node"
-            print(f"error: cannot reach {where}: {leaf}", file=sys.stderr)
-            return EXIT_UNREACHABLE
-        if isinstance(leaf, KeyboardInterrupt):
-            return 130
-        raise
+        if isinstance(exc, SystemExit):
+            raise
+        where = (args.node or args.peer) if args.command in REMOTE_COMMANDS else None
+        line, code = explain(exc, args.command, where)
+        if args.debug:
+            import traceback
 
-
-def _is_connection_error(exc: BaseException) -> bool:
-    import httpx2
-
-    return isinstance(exc, OSError | httpx2.TransportError)
-
-
-def first_leaf(exc: BaseException) -> BaseException:
-    """The first non-group exception inside (possibly nested) exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
+            traceback.print_exception(exc)
+        if code != EXIT_INTERRUPTED:
+            print(line, file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -80,10 +80,12 @@ class CallResult:
     content: list[dict[str, Any]] = field(default_factory=list)
     is_error: bool = False
     structured_content: dict[str, Any] | None = None
+    # The node knows no tool of that name, or no provider serves it any more (not in --json).
+    unknown_tool: bool = False
 
     @classmethod
-    def failure(cls, message: str) -> CallResult:
-        return cls(content=[{"type": "text", "text": message}], is_error=True)
+    def failure(cls, message: str, *, unknown_tool: bool = False) -> CallResult:
+        return cls(content=[{"type": "text", "text": message}], is_error=True, unknown_tool=unknown_tool)
 
     def text(self) -> str:
         """What a person reads: the text content, and a note for each other item."""
@@ -171,6 +173,30 @@ def typed_arguments(pairs: list[tuple[str, str]], types: Mapping[str, str]) -> d
         except ValueError:
             arguments[key] = raw
     return arguments
+
+
+def unknown_tool_message(name: str, listed: ToolRow | None, names: list[str], where: str) -> str:
+    """Why `call NAME` found no tool, in one line, with what to do: the closest listed names, or
+    the node's tools, or (for a tool listed a moment ago) that its provider has left.
+
+    `where` is how the user named the node (`--node URL` or `--peer ADDR`), for the hint."""
+    if listed is not None:
+        return (f"tool {name!r} has no provider any more: {listed.provider or 'the node'} served it and has "
+                f"left the mesh or cannot be reached; `praxis-node tools {where}` lists what is served now")
+    import difflib  # only on this path
+
+    names = sorted(set(names))
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    if close:
+        options = " or ".join(repr(by_lower[c]) for c in close)
+        return f"unknown tool {name!r}; did you mean {options}?"
+    if not names:
+        return (f"unknown tool {name!r}: the node knows no tools yet (its peers' cards may still be on "
+                f"their way; `praxis-node tools {where}` lists them)")
+    if len(names) <= 8:
+        return f"unknown tool {name!r}; the node knows {', '.join(names)}"
+    return f"unknown tool {name!r}; `praxis-node tools {where}` lists the {len(names)} tools the node knows"
 
 
 def sorted_tools(rows: list[ToolRow]) -> list[ToolRow]:

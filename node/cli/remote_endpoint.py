@@ -1,6 +1,7 @@
 """A running node through its MCP endpoint: the `RemoteNode` behind `praxis-node ... --node URL`.
 
-No libp2p here: `--node` needs only an MCP client.
+No libp2p, no MCP SDK, no pydantic here: `--node` needs only a few JSON-RPC requests over HTTP
+(node/cli/mcp_http.py), so that `tools --node` and `call --node` start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -10,67 +11,69 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import mcp
-import mcp_types
 import trio
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
 
-from node.cli.remote import CallResult, PeerRow, ToolRow, parameters_from_schema, sorted_peers, sorted_tools
-from node.mcp.clients import owned_http_transport
-from node.mcp.endpoint import PEERS_URI
-from protocols.errors import PeerUnreachable
+from node.cli.mcp_http import HttpMcpClient, JsonRpcError, TimedOut
+from node.cli.remote import (
+    CallResult,
+    PeerRow,
+    ToolRow,
+    parameters_from_schema,
+    sorted_peers,
+    sorted_tools,
+)
 
 PROVIDERS_META = "praxis/providers"  # tools/list: each tool's providers, [{kind, name, peerId}]
+PEERS_URI = "praxis://node/peers"  # node/mcp/endpoint.py's peers resource (a test checks they agree)
+NO_PROVIDER = "no provider for tool "  # the router's NoProvider message, as the endpoint passes it on
+INVALID_PARAMS = -32602  # the endpoint's code for an unknown tool name
 
 
-@asynccontextmanager
-async def endpoint_client(url: str, token: str | None, timeout: float) -> AsyncIterator[mcp.Client]:
-    """An MCP client session to the node at `url` (with a bearer token when given)."""
-    server: Any = url
-    if token:
-        server = owned_http_transport(url, create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}))
-    try:
-        with trio.fail_after(timeout):
-            async with mcp.Client(server, mode="legacy") as client:
-                yield client
-    except trio.TooSlowError:
-        raise PeerUnreachable(f"no answer from {url} within {timeout:g} s") from None
-
-
-def mesh_name_of(tool: mcp_types.Tool) -> str:
+def mesh_name_of(tool: Mapping[str, Any]) -> str:
     """The mesh's name for a listed tool: its title is "<mesh name> (from <provider>)".
 
     A mesh name has no whitespace, so it ends where the title's first " (from " starts.
     """
-    if not tool.title:
-        return tool.name
-    head, sep, _ = tool.title.partition(" (from ")
-    return head if sep and head else tool.name
+    name = str(tool.get("name", ""))
+    title = tool.get("title")
+    if not isinstance(title, str) or not title:
+        return name
+    head, sep, _ = title.partition(" (from ")
+    return head if sep and head else name
 
 
 class EndpointRemote:
     """The node as its MCP endpoint shows it: `tools/list`, `tools/call` and the peers resource."""
 
-    def __init__(self, client: mcp.Client) -> None:
+    def __init__(self, client: HttpMcpClient) -> None:
         self.client = client
         self._self: PeerRow | None = None
+        self._listing: list[dict[str, Any]] | None = None
 
     @classmethod
     @asynccontextmanager
     async def open(cls, url: str, token: str | None, timeout: float) -> AsyncIterator[EndpointRemote]:
-        async with endpoint_client(url, token, timeout) as client:
+        client = HttpMcpClient(url, token, trio.current_time() + timeout, timeout)
+        try:
+            await client.open()
             yield cls(client)
+        finally:
+            await client.close()
 
-    async def _listed(self) -> list[mcp_types.Tool]:
-        return list((await self.client.list_tools(cache_mode="bypass")).tools)
+    async def _listed(self) -> list[dict[str, Any]]:
+        """The endpoint's tools/list, asked once per command."""
+        if self._listing is None:
+            self._listing = [t for t in await self.client.list_tools() if isinstance(t.get("name"), str)]
+        return self._listing
 
-    async def _rows(self, tool: mcp_types.Tool) -> list[ToolRow]:
+    async def _rows(self, tool: Mapping[str, Any]) -> list[ToolRow]:
         """One row per provider of the tool (as the node's router sees them)."""
-        meta = tool.meta or {}
-        providers = meta.get(PROVIDERS_META)
+        meta = tool.get("_meta")
+        providers = meta.get(PROVIDERS_META) if isinstance(meta, Mapping) else None
         labels = [p for p in providers if isinstance(p, Mapping)] if isinstance(providers, list) else []
-        parameters = parameters_from_schema(tool.input_schema)
+        schema = tool.get("inputSchema")
+        parameters = parameters_from_schema(schema if isinstance(schema, Mapping) else None)
+        description = tool.get("description")
         rows = []
         for label in labels or [{}]:
             if label.get("kind") == "mcp":
@@ -79,8 +82,9 @@ class EndpointRemote:
                 provider, peer_id = me.name, me.peer_id
             else:
                 provider, peer_id = str(label.get("name", "")), str(label.get("peerId", ""))
-            rows.append(ToolRow(name=tool.name, mesh_name=mesh_name_of(tool), provider=provider, peer_id=peer_id,
-                                description=tool.description or "", parameters=parameters))
+            rows.append(ToolRow(name=str(tool["name"]), mesh_name=mesh_name_of(tool), provider=provider,
+                                peer_id=peer_id, description=description if isinstance(description, str) else "",
+                                parameters=parameters))
         return rows
 
     async def tools(self) -> list[ToolRow]:
@@ -91,24 +95,37 @@ class EndpointRemote:
 
     async def find_tool(self, name: str) -> ToolRow | None:
         listed = await self._listed()
-        tool = next((t for t in listed if t.name == name), None) or \
+        tool = next((t for t in listed if t["name"] == name), None) or \
             next((t for t in listed if mesh_name_of(t) == name), None)
         return (await self._rows(tool))[0] if tool is not None else None
 
     async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
         try:
-            result = await self.client.call_tool(name, arguments)
-        except MCPError as exc:  # refused before any tool ran (an unknown tool name)
-            return CallResult.failure(exc.message)
-        return CallResult(content=[item.model_dump(by_alias=True, exclude_none=True, mode="json")
-                                   for item in result.content],
-                          is_error=bool(result.is_error), structured_content=result.structured_content)
+            result = await self.client.request("tools/call", {"name": name, "arguments": arguments})
+        except JsonRpcError as exc:  # refused before any tool ran (an unknown tool name)
+            return CallResult.failure(exc.reason, unknown_tool=exc.code == INVALID_PARAMS
+                                      and exc.reason.startswith("unknown tool"))
+        except TimedOut:  # the node is there (it answered tools/list): the call took too long
+            return CallResult.failure(f"no result from {name!r} within {self.client.timeout:g} s (--timeout)")
+        content = result.get("content")
+        items = [c for c in content if isinstance(c, dict)] if isinstance(content, list) else []
+        structured = result.get("structuredContent")
+        is_error = bool(result.get("isError"))
+        text = "".join(str(c.get("text", "")) for c in items if c.get("type") == "text")
+        return CallResult(content=items, is_error=is_error,
+                          structured_content=structured if isinstance(structured, dict) else None,
+                          unknown_tool=is_error and text.startswith(NO_PROVIDER))
 
     async def _read_peers(self) -> tuple[PeerRow, list[PeerRow]]:
         """The peers resource: {"self": this node's card, "peers": [records of the peers it knows]}."""
-        result = await self.client.read_resource(PEERS_URI, cache_mode="bypass")
-        text = next((c.text for c in result.contents if isinstance(c, mcp_types.TextResourceContents)), "{}")
-        data = json.loads(text)
+        result = await self.client.request("resources/read", {"uri": PEERS_URI})
+        contents = result.get("contents")
+        text = next((c["text"] for c in contents if isinstance(c, dict) and isinstance(c.get("text"), str)),
+                    "{}") if isinstance(contents, list) else "{}"
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {}
         data = data if isinstance(data, dict) else {}
         me = data.get("self")
         self._self = _peer_row(me if isinstance(me, dict) else {}, is_self=True)

@@ -1,18 +1,27 @@
 """A short-lived node that dials one peer: the `RemoteNode` behind `praxis-node ... --peer`.
 
-Imports libp2p (through `node.app`): `node.cli.remote` imports this module only for `--peer`.
+Imports libp2p (through `node.app`): `node.cli.main` imports this module only for `--peer`.
+
+The client dials the peer once, itself, and a failed dial is reported at once, in words
+(`--peer ADDR: connection refused (nothing listens at that address: ...)`), instead of
+waiting for the peer's card until the timeout. py-libp2p logs each failed dial to stderr on
+its own (its `import` leaves its logger without a handler, so Python's last-resort handler
+prints it): `quiet_libp2p_logging` takes that path away for CLI commands.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import PeerInfo
 
 from node.app import Node
+from node.cli.logs import quiet_libp2p_logging
 from node.cli.remote import (
     CallResult,
     PeerRow,
@@ -22,12 +31,18 @@ from node.cli.remote import (
     sorted_tools,
 )
 from node.config import parse_config
+from node.mesh.dialer import dial_failure_reason
 from node.mesh.host import parse_peer_addr
-from protocols.errors import PeerUnreachable, ToolTimeout
+from protocols.errors import NoProvider, PeerUnreachable, ToolNotFound, ToolTimeout
 from protocols.messages import ToolSpec
 from protocols.peers import PeerRecord
 
 LISTING_TIMEOUT = 5.0  # seconds to wait for the peer's peer list when it only completes a listing
+
+
+quiet_libp2p_logging()  # importing libp2p (above) reset its logger: silence it again
+
+UNKNOWN_TOOL_CODES = (ToolNotFound.code, NoProvider.code)
 
 
 def client_node(bootstrap: list[str], name: str = "praxis-cli") -> Node:
@@ -43,16 +58,64 @@ def client_node(bootstrap: list[str], name: str = "praxis-cli") -> Node:
 
 @asynccontextmanager
 async def connected_client(peer_addr: str, timeout: float = 10.0) -> AsyncIterator[tuple[Node, str]]:
-    """Run a client node until it holds the peer's card; yields (node, peer ID)."""
-    target = parse_peer_addr(peer_addr).peer_id.to_string()
-    node = client_node([peer_addr])
+    """Run a client node, dial the peer once and wait for its card; yields (node, peer ID).
+
+    A failed dial raises `PeerUnreachable` at once, saying why (refused, another peer ID...)."""
+    info = parse_peer_addr(peer_addr)
+    target = info.peer_id.to_string()
+    deadline = trio.current_time() + timeout
+    node = client_node([])  # no bootstrap: this dial is the only one, and its failure is ours to tell
     async with node.running():
-        with trio.move_on_after(timeout):
+        try:
+            with trio.fail_at(deadline):
+                await node.host.connect(info)
+        except trio.TooSlowError:
+            raise PeerUnreachable(f"--peer {peer_addr}: no connection within {timeout:g} s") from None
+        except Exception as exc:  # libp2p raises many types for a failed dial
+            raise PeerUnreachable(f"--peer {peer_addr}: {dial_problem(exc, info)}") from None
+        with trio.move_on_at(deadline):
             while node.directory.get(target) is None:
                 await node.directory.changed.wait_past(node.directory.changed.version)
         if node.directory.get(target) is None:
-            raise PeerUnreachable(f"no card from {peer_addr} within {timeout:g} s: is the node running?")
+            raise PeerUnreachable(f"--peer {peer_addr}: connected, but no card within {timeout:g} s: "
+                                  "is it a praxis node?")
         yield node, target
+
+
+def dial_problem(exc: BaseException, info: PeerInfo) -> str:
+    """Why the dial of `--peer` failed, in words: the mesh's reasons, plus two a CLI user meets
+    and the mesh's words do not name (another node at that address; an HTTP port)."""
+    texts = [f"{type(e).__name__}: {e}" for e in _causes(exc)]
+    if any("PeerIDMismatchesPubkey" in t or "does not correspond to the received pubkey" in t for t in texts):
+        return ("the node at that address has another peer ID: check the /p2p/ part (`praxis-node id -c CONFIG` "
+                "prints it), or the node was restarted with a new key")
+    if any("TTP/1." in t for t in texts):  # the first byte went to multistream's length prefix
+        addr = str(info.addrs[0]) if info.addrs else ""
+        found = re.match(r"/ip([46])/([^/]+)/tcp/(\d+)", addr)
+        url = "http://HOST:PORT/mcp"
+        if found:
+            host = f"[{found[2]}]" if found[1] == "6" else found[2]
+            url = f"http://{host}:{found[3]}/mcp"
+        return (f"{addr or 'that address'} speaks HTTP, not libp2p: if it is a node's MCP endpoint, use --node "
+                f"{url}; --peer takes the node's p2p address")
+    return dial_failure_reason(exc)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes and contexts, and the members of its groups (libp2p's MultiError too)."""
+    out: list[BaseException] = []
+    stack = [exc]
+    while stack and len(out) < 100:
+        current = stack.pop()
+        if any(current is seen for seen in out):
+            continue
+        out.append(current)
+        for attribute in ("exceptions", "errors"):
+            group = getattr(current, attribute, None)
+            if isinstance(group, list | tuple):
+                stack.extend(e for e in group if isinstance(e, BaseException))
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return out
 
 
 def spec_schema(spec: ToolSpec) -> dict[str, Any]:
@@ -80,6 +143,7 @@ class PeerRemote:
         self.node = node
         self.peer_id = peer_id
         self.timeout = timeout
+        self._listed: list[PeerRecord] | None = None  # the peer's peer list, asked once per command
 
     @classmethod
     @asynccontextmanager
@@ -94,6 +158,8 @@ class PeerRemote:
 
     async def _peer_list(self, *, strict: bool) -> list[PeerRecord]:
         """The peers the node lists, without this client. `strict`: a failure raises, else is empty."""
+        if self._listed is not None:
+            return self._listed
         try:
             # Listing tools goes on without the peers' tools after a short wait, as it always did.
             timeout = self.timeout if strict else min(self.timeout, LISTING_TIMEOUT)
@@ -102,7 +168,8 @@ class PeerRemote:
             if strict:
                 raise
             return []
-        return [r for r in listed.peers if r.peer_id != self.node.peer_id]
+        self._listed = [r for r in listed.peers if r.peer_id != self.node.peer_id]
+        return self._listed
 
     async def tools(self) -> list[ToolRow]:
         rows = self._own_rows()
@@ -118,7 +185,7 @@ class PeerRemote:
     async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
         response = await self.node.request_peer(self.peer_id, name, arguments, timeout=self.timeout)
         if response.error is not None:
-            return CallResult.failure(response.error.message)
+            return CallResult.failure(response.error.message, unknown_tool=response.error.code in UNKNOWN_TOOL_CODES)
         result = response.result.to_wire()
         return CallResult(content=list(result.get("content", [])), is_error=bool(result.get("isError")),
                           structured_content=result.get("structuredContent"))

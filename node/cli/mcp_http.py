@@ -1,0 +1,361 @@
+"""A small MCP client over streamable HTTP for `--node`, on the standard library alone.
+
+The MCP SDK's client costs more than a second of imports (its pydantic models of every
+protocol version, the server half of the SDK); a `praxis-node tools --node URL` needs four
+JSON-RPC requests. This client speaks just that: `initialize`, `notifications/initialized`,
+then requests (`tools/list`, `tools/call`, `resources/read`), each a POST whose answer is JSON
+or a server-sent event stream, and a DELETE that ends the session.
+
+Every failure becomes a `CliError` with one line a person can act on: the endpoint's path, a
+missing or refused token, nothing listening, not an HTTP server at all. Blocking socket work
+runs in a worker thread, so trio's deadlines and Ctrl-C still hold.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+from node.cli.errors import CliError, Unreachable, UsageError
+
+PROTOCOL_VERSION = "2025-11-25"  # the handshake-era version the node's SDK (2.3) speaks
+MCP_PATH = "/mcp"  # where a node serves its endpoint (node/mcp/endpoint.py)
+TOKEN_VARIABLE = "PRAXIS_MCP_TOKEN"
+MAX_BODY = 64 * 1024 * 1024  # bytes of one answer; a node's tools/list is far below
+ERROR_BODY = 4096  # bytes of an error answer read for its message
+CLOSE_TIMEOUT = 1.0  # seconds for the DELETE that ends the session
+MAX_PAGES = 100  # tools/list pages followed
+
+T = TypeVar("T")
+
+
+class JsonRpcError(CliError):
+    """The node answered a request with a JSON-RPC error (`reason`: its message)."""
+
+    def __init__(self, method: str, code: int, reason: str) -> None:
+        super().__init__(f"the node refused {method}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class TimedOut(Unreachable):
+    """No answer within the command's --timeout."""
+
+
+def endpoint_url(text: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of a `--node` URL; a UsageError says what a valid one looks like."""
+    example = "http://127.0.0.1:8090/mcp"
+    if text.startswith("/ip4/") or text.startswith("/ip6/") or text.startswith("/dns"):
+        raise UsageError(f"--node takes the URL of a node's MCP endpoint (e.g. {example}); "
+                         f"{text!r} is a multiaddr: use --peer {text}")
+    if "://" not in text:
+        raise UsageError(f"--node takes a URL: try http://{text}" if text[:1].isalnum() else
+                         f"--node takes a URL such as {example}; got {text!r}")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--node takes an http:// or https:// URL such as {example}; got {text!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UsageError(f"--node {text!r}: the port is not a number from 0 to 65535") from None
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return parts.scheme, parts.hostname, port, path
+
+
+def suggested_url(text: str) -> str:
+    """The URL with the endpoint's path: what a user who left it out meant."""
+    parts = urlsplit(text)
+    return urlunsplit((parts.scheme, parts.netloc, MCP_PATH, "", ""))
+
+
+class HttpMcpClient:
+    """One MCP session with a node's endpoint. Use `open()` then `request()`, then `close()`.
+
+    `deadline` (trio time) bounds everything; `timeout` is only named in messages.
+    """
+
+    def __init__(self, url: str, token: str | None, deadline: float, timeout: float) -> None:
+        self.url = url
+        self.token = token or None
+        self.deadline = deadline
+        self.timeout = timeout
+        self.scheme, self.host, self.port, self.path = endpoint_url(url)
+        self.session_id: str | None = None
+        self.protocol_version: str | None = None
+        self._conn: http.client.HTTPConnection | None = None
+        self._next_id = 0
+        self._socket_timeout = timeout  # seconds left for the blocking work at hand
+        self.server_info: dict[str, Any] = {}
+
+    # ----- the session -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        result = await self.request("initialize", {
+            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+            "clientInfo": {"name": "praxis-node-cli", "version": "1"},
+        })
+        version = result.get("protocolVersion")
+        self.protocol_version = version if isinstance(version, str) else PROTOCOL_VERSION
+        info = result.get("serverInfo")
+        self.server_info = info if isinstance(info, dict) else {}
+        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"}, None)
+
+    async def close(self) -> None:
+        """End the session (the node forgets it at once) and close the connection."""
+        try:
+            if self.session_id is not None:
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._blocking(lambda: self._delete(), CLOSE_TIMEOUT)
+        except (OSError, CliError, http.client.HTTPException):
+            pass  # the node is gone or did not care: nothing to end
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The result of one request; raises JsonRpcError when the node answers with an error."""
+        self._next_id += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        answer = await self._post(message, self._next_id)
+        assert answer is not None
+        error = answer.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            raise JsonRpcError(method, code if isinstance(code, int) else 0, str(error.get("message") or "error"))
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise Unreachable(f"{self.url} answered {method} with no result: is it a praxis node's MCP endpoint?")
+        return result
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            result = await self.request("tools/list", {"cursor": cursor} if cursor else {})
+            page = result.get("tools")
+            if isinstance(page, list):
+                tools.extend(t for t in page if isinstance(t, dict))
+            cursor = result.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                break
+        return tools
+
+    # ----- HTTP ---------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.session_id is not None:
+            headers["Mcp-Session-Id"] = self.session_id
+        if self.protocol_version is not None:
+            headers["MCP-Protocol-Version"] = self.protocol_version
+        return headers
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.scheme == "https":
+                import ssl  # only for https: it costs a tenth of a second
+
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                                         context=ssl.create_default_context())
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self._conn.timeout = timeout
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    async def _post(self, message: dict[str, Any], wanted_id: int | None) -> dict[str, Any] | None:
+        body = json.dumps(message).encode()
+        method = str(message.get("method"))
+        return await self._blocking(lambda: self._exchange(body, method, wanted_id), None)
+
+    async def _blocking(self, work: Callable[[], T], limit: float | None) -> T:
+        """Run blocking socket work in a thread, within the deadline (and `limit` seconds)."""
+        remaining = self.deadline - trio.current_time()
+        if limit is not None:
+            remaining = min(remaining, limit)
+        if remaining <= 0:
+            raise self._timed_out()
+        self._socket_timeout = remaining
+        with trio.move_on_after(remaining + 0.5) as scope:  # the socket timeout fires first
+            # (trio's KI-protection decorator hides run_sync's keyword arguments from mypy)
+            return await trio.to_thread.run_sync(work, abandon_on_cancel=True)  # type: ignore[call-arg]
+        if self._conn is not None:  # the worker may still hold the connection: never reuse it
+            self._conn = None
+        assert scope.cancelled_caught
+        raise self._timed_out()
+
+    def _timed_out(self) -> CliError:
+        return TimedOut(f"no answer from {self.url} within {self.timeout:g} s (--timeout)")
+
+    def _exchange(self, body: bytes, method: str, wanted_id: int | None) -> dict[str, Any] | None:
+        """One POST, in a worker thread: the answer to `wanted_id` (None for a notification)."""
+        first = self.session_id is None
+        try:
+            conn = self._connection(self._socket_timeout)
+            try:
+                conn.request("POST", self.path, body=body, headers=self._headers())
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if first:
+                    raise
+                # A kept-alive connection the server closed meanwhile: once more on a new one.
+                conn.close()
+                conn.request("POST", self.path, body=body, headers=self._headers())
+                response = conn.getresponse()
+            if response.status >= 300 or response.status < 200:
+                raise self._refused(response, method)
+            session = response.getheader("mcp-session-id")
+            if session and self.session_id is None:
+                self.session_id = session
+            if wanted_id is None:
+                response.read(ERROR_BODY)
+                return None
+            kind = (response.getheader("content-type") or "").split(";")[0].strip().lower()
+            if kind == "text/event-stream":
+                answer = self._from_events(response, wanted_id)
+            elif kind == "application/json":
+                answer = _json_object(response.read(MAX_BODY))
+            else:
+                raise Unreachable(f"{self.url} answered {method} with {kind or 'no content type'}, not MCP: "
+                                  "is it a praxis node's MCP endpoint?")
+            if answer is None:
+                raise Unreachable(f"{self.url} ended its answer to {method} without a result")
+            if not response.isclosed():
+                conn.close()  # an event stream that still runs: do not wait for its end
+                self._conn = None
+            return answer
+        except CliError:
+            raise
+        except ConnectionRefusedError:
+            raise Unreachable(f"cannot reach {self.url}: connection refused (nothing listens at "
+                              f"{self._where()}: is the node running, with its MCP endpoint on?)") from None
+        except socket.gaierror:
+            raise Unreachable(f"cannot reach {self.url}: the host name {self.host!r} does not resolve") from None
+        except TimeoutError:
+            raise self._timed_out() from None
+        except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError) as exc:
+            self._conn = None
+            if first and "multistream" in str(exc):
+                raise UsageError(f"{self._where()} is a node's p2p (libp2p) port, not its MCP endpoint: --node "
+                                 "takes the endpoint's URL (mcp.port, e.g. http://127.0.0.1:8090/mcp); for the "
+                                 f"p2p port use --peer /ip4/{self.host}/tcp/{self.port}/p2p/<peer ID>") from None
+            if first:
+                raise UsageError(f"{self.url} does not answer as an HTTP server ({_reason(exc)}): --node takes "
+                                 "the URL of a node's MCP endpoint (e.g. http://127.0.0.1:8090/mcp)") from None
+            raise Unreachable(f"{self.url} closed the connection during {method}: did the node stop?") from None
+        except OSError as exc:
+            if type(exc).__name__ == "SSLError" or "SSL" in type(exc).__name__:
+                raise UsageError(f"{self.url}: TLS failed ({_reason(exc)}): is the endpoint http://, "
+                                 "not https://?") from None
+            raise Unreachable(f"cannot reach {self.url}: {_reason(exc)}") from None
+        except http.client.HTTPException as exc:
+            self._conn = None
+            raise Unreachable(f"{self.url} gave a malformed HTTP answer ({_reason(exc)})") from None
+
+    def _delete(self) -> None:
+        conn = self._connection(self._socket_timeout)
+        conn.request("DELETE", self.path, headers=self._headers())
+        conn.getresponse().read(ERROR_BODY)
+
+    def _where(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def _refused(self, response: http.client.HTTPResponse, method: str) -> CliError:
+        """The error for an HTTP status other than 2xx: what it means for this user, in one line."""
+        status = response.status
+        detail = _error_text(response.read(ERROR_BODY))
+        self._conn = None  # a refused request may leave the body half read: a fresh connection next
+        if status == 401:
+            if self.token:
+                return UsageError(f"401 from the endpoint: it refused the token; check --token or "
+                                  f"${TOKEN_VARIABLE} against the node's mcp.token")
+            return UsageError(f"401 from the endpoint: pass --token or set {TOKEN_VARIABLE}")
+        if status in (301, 302, 307, 308, 404, 405) and self.path.split("?")[0] != MCP_PATH:
+            return UsageError(f"the endpoint path is {MCP_PATH}: try {suggested_url(self.url)}")
+        if status == 404 and self.session_id is not None:
+            return Unreachable(f"{self.url} no longer knows this session during {method}: did the node restart?")
+        if status == 404:
+            return UsageError(f"404 from {self.url}: no MCP endpoint at this URL")
+        if status == 421:
+            return UsageError(f"421 from the endpoint: it refused the Host {self._where()} ({detail}); "
+                              "a node on a loopback address answers only to 127.0.0.1, localhost or ::1")
+        if status == 403:
+            return UsageError(f"403 from the endpoint: {detail}")
+        if status >= 500:
+            return Unreachable(f"the endpoint failed with HTTP {status} during {method}: {detail}")
+        return Unreachable(f"{self.url} answered {method} with HTTP {status}: {detail}")
+
+    @staticmethod
+    def _from_events(response: http.client.HTTPResponse, wanted_id: int) -> dict[str, Any] | None:
+        """Read server-sent events until the JSON-RPC answer to `wanted_id` (others are skipped:
+        progress and log notifications, list_changed)."""
+        for data in _events(response):
+            message = _json_object(data)
+            if message is not None and message.get("id") == wanted_id and "method" not in message:
+                return message
+        return None
+
+
+def _events(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    """The data of each event of an event stream (`data:` lines joined by newlines)."""
+    data: list[bytes] = []
+    total = 0
+    while True:
+        line = response.readline(MAX_BODY)
+        if not line:
+            if data:
+                yield b"\n".join(data)
+            return
+        total += len(line)
+        if total > MAX_BODY:
+            raise Unreachable(f"an answer over {MAX_BODY // (1024 * 1024)} MiB: refused")
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield b"\n".join(data)
+            data = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _error_text(body: bytes) -> str:
+    """The message of an error answer: {"error": "..."} (the node's guards), a JSON-RPC error, or text."""
+    parsed = _json_object(body)
+    if parsed is not None:
+        error = parsed.get("error")
+        if isinstance(error, dict):
+            error = error.get("message")
+        if isinstance(error, str) and error:
+            return error[:200]
+    text = body.decode("utf-8", "replace").strip().splitlines()
+    return text[0][:200] if text else "no details"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower() if exc.strerror[:1].isupper() and exc.strerror[1:2].islower() else exc.strerror
+    text = str(exc).strip()
+    return text or type(exc).__name__
