@@ -6,6 +6,7 @@ unless `--debug`. Through the real CLI as a subprocess, against real node proces
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import trio
 
 from node.cli.errors import explain
+from node.cli.main import build_parser
 from node.cli.remote import ToolRow, unknown_tool_message
 from protocols.errors import ContractError, EngineUnavailable, NoProvider, PeerUnreachable, ToolExecutionError
 from tests.processes import CLI, ROOT, node_process, write_config
@@ -170,6 +172,17 @@ async def test_ctrl_c_exits_130_without_a_traceback():
                 await proc.wait()
     assert proc.returncode == 130, err
     assert b"Traceback" not in (err or b"")
+
+
+async def test_version_and_log_levels():
+    out = await cli("--version")
+    assert (out.returncode, out.stdout.decode()) == (0, f"praxis-node {importlib.metadata.version('praxis-node')}\n")
+    out = await cli("run", "-c", "node.yaml", "--log-level", "verbose")
+    assert out.returncode == 2
+    assert "--log-level: 'verbose' is not a log level: use DEBUG, INFO, WARNING or ERROR" in out.stderr.decode()
+    for given in ("debug", "Info", "WARNING", "error"):
+        assert build_parser().parse_args(["run", "-c", "x", "--log-level", given]).log_level == given.upper()
+    assert build_parser().parse_args(["mcp", "-c", "x", "--log-level", "debug"]).log_level == "DEBUG"
 
 
 async def test_a_missing_config_exits_2_for_every_command(tmp_path):

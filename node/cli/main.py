@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -28,6 +28,7 @@ from node.cli.remote import CallResult, RemoteNode, split_arguments, typed_argum
 if TYPE_CHECKING:
     from node.config import NodeConfig
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 REMOTE_COMMANDS = ("call", "tools", "peers")
 
 
@@ -151,8 +152,36 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return await run_demo(args.nodes, keep_dir=args.keep)
 
 
+def log_level(text: str) -> str:
+    """`--log-level`: one of LOG_LEVELS, in any case."""
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log level: use {', '.join(LOG_LEVELS[:-1])} "
+                                         f"or {LOG_LEVELS[-1]} (any case)")
+    return level
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed package's version (looked up only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("praxis-node")
+        except PackageNotFoundError:
+            text = "unknown (not installed as a package)"
+        print(f"praxis-node {text}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="praxis-node", description="A peer-to-peer agent node.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback behind an error (also accepted after the command)")
     # Each command accepts --debug too; SUPPRESS keeps `praxis-node --debug CMD` from being reset.
@@ -162,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run a node in the foreground (Ctrl-C stops it)")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", type=log_level, default="INFO", help="DEBUG, INFO (default), WARNING or ERROR")
     run.add_argument("--announce", action="store_true",
                      help="print one JSON line with the peer ID and addresses once listening")
     run.set_defaults(func=cmd_run)
@@ -199,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     mcp = sub.add_parser("mcp", parents=[common], help="run a node that serves the mesh's tools over MCP on stdio")
     mcp.add_argument("-c", "--config", required=True, help="YAML config file")
-    mcp.add_argument("--log-level", default="WARNING", help="logs go to stderr")
+    mcp.add_argument("--log-level", type=log_level, default="WARNING",
+                     help="DEBUG, INFO, WARNING (default) or ERROR; logs go to stderr")
     mcp.add_argument("--wait-for-peers", type=float, default=5.0, metavar="SECONDS",
                      help="how long to wait for the bootstrap peers' cards before serving")
     mcp.set_defaults(func=cmd_mcp)
