@@ -1,4 +1,4 @@
-"""`praxis-node run | id | check | call | tools | peers | mcp | demo`.
+"""`praxis-node run | id | check | init | call | tools | peers | mcp | demo`.
 
 Every command imports only what it uses: `call`, `tools` and `peers` with `--node` need no
 libp2p, no MCP SDK, no pydantic and no config (see node/cli/remote_endpoint.py), so they start
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from node.cli import check
+from node.cli import check, init
 from node.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TOOL_ERROR, UsageError, explain
 from node.cli.logs import configure_logging
 from node.cli.output import print_peers, print_result, print_tools
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     ident.set_defaults(func=cmd_id)
 
     check.add_parser(sub, parents=[common])
+    init.add_parser(sub, parents=[common])
 
     def remote(p: argparse.ArgumentParser) -> None:
         where = p.add_mutually_exclusive_group(required=True)
