@@ -128,19 +128,16 @@ async def cmd_peers(args: argparse.Namespace) -> int:
 async def cmd_mcp(args: argparse.Namespace) -> int:
     """Run a node that speaks MCP on stdin/stdout (for desktop clients that start a command)."""
     from node.app import Node
-    from node.mesh.host import parse_peer_addr
+    from node.cli.settle import wait_until_settled
 
     config = _load(args.config)
     configure_logging(args.log_level, config.agent.name)  # stderr: stdout carries MCP
     node = Node(config)
     node.serve_mcp_http = False
     async with node.running():
-        # Give the bootstrap peers a moment, so the client's first tools/list shows the mesh
-        # (later changes reach it as tools/list_changed notifications).
-        wanted = {parse_peer_addr(a).peer_id.to_string() for a in config.p2p.bootstrap_nodes}
-        with trio.move_on_after(args.wait_for_peers):
-            while any(node.directory.get(p) is None for p in wanted):
-                await node.directory.changed.wait_past(node.directory.changed.version)
+        # Let the mesh settle first, so the client's first tools/list shows it (later changes
+        # reach the client as tools/list_changed notifications).
+        await wait_until_settled(node, args.wait_for_peers)
         await node.mcp_endpoint.serve_stdio()
     return EXIT_OK
 
@@ -232,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--log-level", type=log_level, default="WARNING",
                      help="DEBUG, INFO, WARNING (default) or ERROR; logs go to stderr")
     mcp.add_argument("--wait-for-peers", type=float, default=5.0, metavar="SECONDS",
-                     help="how long to wait for the bootstrap peers' cards before serving")
+                     help="at most this long, wait for the mesh to settle before serving: every bootstrap "
+                          "peer's card, and the peers each of them lists (default 5)")
     mcp.set_defaults(func=cmd_mcp)
 
     demo = sub.add_parser("demo", parents=[common], help="start a mesh of nodes on 127.0.0.1 and call across it")
