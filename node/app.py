@@ -40,6 +40,7 @@ from node.mesh.view import MeshView
 from node.runtime.ports import ensure_port_free
 from node.runtime.signals import ChangeSignal
 from node.runtime.tasks import isolated_handler
+from node.runtime.tracing import Tracing
 from node.tools.engines.base import ExecutionEngine
 from node.tools.engines.lazy import LazyEngine
 from node.tools.engines.process import ProcessEngine
@@ -79,8 +80,11 @@ class Node:
         key_pair: KeyPair | None = None,
         engines: dict[str, ExecutionEngine] | None = None,
         upstreams: UpstreamTools | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.config = config
+        # Spans through the given OpenTelemetry provider (tests), to tracing.otlp_endpoint, or none.
+        self.tracing = Tracing.for_node(config.agent.name, config.tracing.otlp_endpoint, tracer_provider)
         # A key from the config's key file is held while the node runs (one node per key).
         self.key_file = None if key_pair is not None else config.resolve_path(config.p2p.key_file)
         self.key_pair = key_pair or load_or_create_identity(config.resolve_path(config.p2p.key_file))
@@ -134,9 +138,9 @@ class Node:
         self.dialer = dialer = Dialer(host, self.connections, limits.connect_timeout_seconds,
                                       config.p2p.dial_backoff_max_seconds)
         self.router = router = Router(self.local, self.directory, links.call_peer, self.upstreams,
-                                      sign=Signer(self.key_pair, self.peer_id))
+                                      sign=Signer(self.key_pair, self.peer_id), tracing=self.tracing)
         self.service = ToolService(config, self.local, router, OriginCheck(self.peer_id), self.limits, stats,
-                                   self.upstreams)
+                                   self.upstreams, tracing=self.tracing)
         self.peer_exchange = PeerExchange(links, dialer, self.directory, self.peer_id, self.limits,
                                           enabled=config.p2p.peer_exchange)
         self.cards = CardExchange(
@@ -148,7 +152,7 @@ class Node:
                              peer_id=self.peer_id, card=self.own_card, peer_list=self.peer_exchange.peer_list,
                              call_timeout=limits.call_timeout_seconds, tools_changed=self.tools_changed,
                              connections=links.directions, engines=self.engines,
-                             ready=lambda: bool(links.addrs) and dialer.tried_all(bootstrap))
+                             ready=lambda: bool(links.addrs) and dialer.tried_all(bootstrap), tracing=self.tracing)
         self.mcp_endpoint = MeshMcpEndpoint(self.mesh, config.mcp)
         for protocol, handler in ((CARD_PROTOCOL, self.cards.serve_card_stream),
                                   (TOOL_PROTOCOL, self.service.serve_tool_stream),
@@ -183,6 +187,7 @@ class Node:
                 scope.shield = True
                 for engine in self.engines.values():
                     await engine.aclose()
+            self.tracing.shutdown()
 
     def _connected(self, peer_id: str) -> None:
         self.connections.bump()

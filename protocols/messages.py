@@ -168,6 +168,8 @@ class ToolRequest(_WireModel):
     trace_id: str | None = Field(default=None, max_length=128)
     # Who first made the call, signed (protocols/origin.py); absent from Go callers.
     origin: CallOrigin | None = None
+    # W3C trace context of the caller's span, so a call through several nodes is one trace.
+    traceparent: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
     @field_validator("arguments", mode="before")
     @classmethod

@@ -349,6 +349,11 @@ class PolicySection(_Section):
     default_allow: list[str] = Field(default_factory=lambda: ["*"])
 
 
+class TracingSection(_Section):
+    # Where to send traces (OTLP over HTTP, e.g. http://127.0.0.1:4318/v1/traces); off when unset.
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,2000}$")
+
+
 class NodeConfig(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     p2p: P2PSection = Field(default_factory=P2PSection)
@@ -356,6 +361,7 @@ class NodeConfig(_Section):
     engines: EnginesSection = Field(default_factory=EnginesSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     policy: PolicySection = Field(default_factory=PolicySection)
+    tracing: TracingSection = Field(default_factory=TracingSection)
     # The folder relative paths in this config are resolved against (the file's folder).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 

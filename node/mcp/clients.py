@@ -38,6 +38,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import CONNECTION_CLOSED
 
 from node.config import mcp_server_problem
+from node.runtime.tracing import current_traceparent
 from protocols.errors import EngineUnavailable, ToolExecutionError, ToolTimeout
 from protocols.messages import ContentItem, ToolResult
 
@@ -285,8 +286,11 @@ class McpClientPool:
         `ToolExecutionError` when the server answers the request with a protocol error.
         """
         what = f"tool {tool!r} on {params.describe()}"
+        # The caller's trace goes on to the server (W3C trace context in `_meta`).
+        traceparent = current_traceparent()
+        meta: Any = {"traceparent": traceparent} if traceparent else None
         result = await self._request(
-            params, deadline, what, lambda client: client.call_tool(tool, arguments)
+            params, deadline, what, lambda client: client.call_tool(tool, arguments, meta=meta)
         )
         assert isinstance(result, mcp_types.CallToolResult)
         return result_from_mcp(result)

@@ -106,8 +106,9 @@ class Mesh(Protocol):
         """Every tool of the mesh, by the name callers use."""
         ...
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served."""
+    async def call_tool(self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None) -> ToolResult:
+        """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served.
+        `traceparent`: the client's W3C trace context (`_meta.traceparent`), if it sent one."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -193,6 +194,12 @@ def to_call_result(result: ToolResult) -> mcp_types.CallToolResult:
             content.append(mcp_types.TextContent(type="text", text=json.dumps(data)))
     return mcp_types.CallToolResult(content=content, is_error=result.is_error,
                                     structured_content=result.structured_content)
+
+
+def _traceparent(meta: Any) -> str | None:
+    """The W3C trace context an MCP client sent in `_meta` (a string, or nothing)."""
+    value = meta.get("traceparent") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 def _provided_by(providers: tuple[Provider, ...]) -> str:
@@ -302,7 +309,7 @@ class MeshMcpEndpoint:
             self.mesh.call_refused(mesh_name, InvalidArguments(message))
             return _error_result(message)
         try:
-            result = await self.mesh.call_tool(mesh_name, arguments)
+            result = await self.mesh.call_tool(mesh_name, arguments, traceparent=_traceparent(params.meta))
         except PraxisError as exc:  # the mesh logged it with the call
             return _error_result(exc.message)
         return to_call_result(result)

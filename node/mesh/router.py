@@ -21,6 +21,7 @@ import trio
 
 from node.mesh.directory import PeerDirectory
 from node.mesh.origins import MAX_PROOF_SECONDS
+from node.runtime.tracing import SpanKind, Tracing, current_traceparent
 from node.tools.local import LocalTools
 from protocols.errors import (
     Busy,
@@ -88,12 +89,14 @@ class Router:
         call_peer: PeerCaller,
         upstreams: UpstreamTools | None = None,
         sign: Signer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.local = local
         self.directory = directory
         self.call_peer = call_peer
         self.upstreams = upstreams
         self.sign = sign
+        self.tracing = tracing or Tracing()
 
     def tools(self) -> dict[str, MeshTool]:
         """Every tool the mesh offers, by the name callers use.
@@ -228,7 +231,14 @@ class Router:
             origin = self.sign(peer_id, name, arguments, int((time.time() + remaining) * 1000))
         request = ToolRequest(id=uuid.uuid4().hex, name=name, arguments=arguments, hops=1,
                               deadline_ms=max(1, int(remaining * 1000)), trace_id=uuid.uuid4().hex, origin=origin)
-        return await self.call_peer(peer_id, request, deadline)
+        return await self._traced_call_peer(peer_id, request, deadline)
+
+    async def _traced_call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
+        """One request to one peer, as a client span whose context travels in the request."""
+        attributes = {"praxis.tool": request.name, "praxis.peer": peer_id, "praxis.hops": str(request.hops)}
+        with self.tracing.span(f"call {request.name}", SpanKind.CLIENT, **attributes):
+            request.traceparent = current_traceparent()
+            return await self.call_peer(peer_id, request, deadline)
 
     def _says_idempotent(self, peer_id: str, tool: str) -> bool:
         """Only the provider that failed may say its run can be repeated: another card's word
@@ -242,7 +252,7 @@ class Router:
         health.in_flight += 1
         started = trio.current_time()
         try:
-            response = await self.call_peer(peer_id, request, deadline)
+            response = await self._traced_call_peer(peer_id, request, deadline)
         except PeerUnreachable:
             self.directory.record_unreachable(peer_id)
             raise

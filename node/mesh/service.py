@@ -13,6 +13,7 @@ from node.config import NodeConfig
 from node.mesh.origins import Caller, OriginCheck
 from node.mesh.router import LOCAL, Router, UpstreamTools
 from node.mesh.stats import SERVED, CallRecord, MeshStats
+from node.runtime.tracing import SpanKind, Tracing
 from node.tools.local import LocalTools
 from node.tools.policy import may_call_as, may_use_node
 from protocols.errors import Busy, NotAllowed, PraxisError, TooLarge, ToolNotFound
@@ -72,9 +73,11 @@ class ToolService:
         wire: WireLimits,
         stats: MeshStats,
         upstreams: UpstreamTools | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
+        self.tracing = tracing or Tracing()
         self.wire = wire
         self.origins = origins
         self.local = local
@@ -90,7 +93,9 @@ class ToolService:
                                 on_bad_request=self.stats.bad_request)
 
     async def handle(self, request: ToolRequest, peer_id: str) -> ToolResponse:
-        with self.stats.call(SERVED, request.name, peer_id) as record:
+        with self.tracing.span(f"serve {request.name}", SpanKind.SERVER, parent=request.traceparent,
+                               **{"praxis.tool": request.name, "praxis.caller": peer_id}), \
+                self.stats.call(SERVED, request.name, peer_id) as record:
             try:
                 result = await self._serve(request, peer_id, record)
             except PraxisError as exc:

@@ -54,6 +54,7 @@ from node.mesh.directory import PeerDirectory
 from node.mesh.router import LOCAL, Routed, Router
 from node.mesh.stats import MADE, WINDOW_CALLS, WINDOW_SECONDS, MeshStats, engine_queue
 from node.runtime.signals import ChangeSignal
+from node.runtime.tracing import SpanKind, Tracing
 from protocols.errors import PraxisError, error_from_code
 from protocols.messages import Card, ToolResponse, ToolResult
 from protocols.peers import PeerList
@@ -78,6 +79,7 @@ class MeshView:
         connections: Callable[[], Mapping[str, str]],
         engines: Mapping[str, object],
         ready: Callable[[], bool],
+        tracing: Tracing | None = None,
     ) -> None:
         self.router = router
         self.directory = directory
@@ -92,6 +94,7 @@ class MeshView:
         self.connections = connections  # connected peer ID -> "inbound" | "outbound" | "unknown"
         self.engines = engines
         self._ready = ready
+        self.tracing = tracing or Tracing()
         stats.registry.register(_LiveCollector(self))
 
     def tools(self) -> Mapping[str, MeshEntry]:
@@ -101,12 +104,15 @@ class MeshView:
     # ----- this node's own calls -------------------------------------------------------
 
     async def call(
-        self, name: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str = "node"
+        self, name: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str = "node",
+        traceparent: str | None = None,
     ) -> Routed:
         """Call a tool anywhere in the mesh within `timeout` (default: the node's call timeout).
-        `caller` is who asked, for the call log: "mcp" (the MCP endpoint) or "node"."""
+        `caller` is who asked, for the call log: "mcp" (the MCP endpoint) or "node";
+        `traceparent` the caller's trace context, if it sent one."""
         deadline = trio.current_time() + (timeout if timeout is not None else self.call_timeout)
-        with self.stats.call(MADE, name, caller) as record:
+        with self.tracing.span(f"{caller} call {name}", SpanKind.SERVER, parent=traceparent,
+                               **{"praxis.tool": name}), self.stats.call(MADE, name, caller) as record:
             if self.router.local.get(name) is not None:
                 record.own, record.provider = True, LOCAL  # refused or failed here, by this node
             try:
@@ -117,8 +123,8 @@ class MeshView:
             record.succeeded(routed.result, routed.provider)
             return routed
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        return (await self.call(name, arguments, caller="mcp")).result
+    async def call_tool(self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None) -> ToolResult:
+        return (await self.call(name, arguments, caller="mcp", traceparent=traceparent)).result
 
     async def request(
         self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
