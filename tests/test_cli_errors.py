@@ -140,6 +140,17 @@ async def test_a_provider_that_left_is_one_line_both_ways(tmp_path):
                 assert one_line(out).startswith("error: unknown tool 'echo': the node knows no tools yet"), where
 
 
+async def test_a_call_past_the_timeout_is_one_line_both_ways(tmp_path):
+    slow = {"name": "slow", "engine": "python", "engineSpec": {"callable": "tests.sample_tools:slow"},
+            "params": [{"name": "seconds", "type": "number", "required": True}]}
+    cfg = write_config(tmp_path / "a", "node-a", [slow], [], mcp={"enabled": True, "port": 0})
+    async with node_process(cfg) as (_, a):
+        for where in (("--node", a["mcpUrl"]), ("--peer", a["addrs"][0])):
+            out = await cli("call", *where, "slow", "seconds=600", "--timeout", "2")
+            assert out.returncode == 1, where
+            assert one_line(out) == "error: no result from 'slow' within 2 s (--timeout)", where
+
+
 async def test_debug_shows_the_traceback_and_keeps_the_exit_code():
     url = f"http://127.0.0.1:{free_port()}/mcp"
     for args in (("--debug", "tools", "--node", url), ("tools", "--node", url, "--debug")):

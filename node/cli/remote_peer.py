@@ -183,7 +183,10 @@ class PeerRemote:
         return own or next((r for r in await self.tools() if r.name == name), None)
 
     async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
-        response = await self.node.request_peer(self.peer_id, name, arguments, timeout=self.timeout)
+        try:
+            response = await self.node.request_peer(self.peer_id, name, arguments, timeout=self.timeout)
+        except ToolTimeout:  # the peer is there (it sent its card): the call took too long
+            return CallResult.failure(f"no result from {name!r} within {self.timeout:g} s (--timeout)")
         if response.error is not None:
             return CallResult.failure(response.error.message, unknown_tool=response.error.code in UNKNOWN_TOOL_CODES)
         result = response.result.to_wire()
