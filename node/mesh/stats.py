@@ -85,7 +85,7 @@ REASONS = ("not_allowed", "origin_refused", "busy", "too_large", "too_many_hops"
 OTHER = "other"  # the tool label of every name the mesh does not offer
 NO_PROVIDER = "-"  # the provider of a call that reached none
 MAX_TOOL_LABELS = 512
-WINDOW_SECONDS = 300.0
+WINDOW_SECONDS = 300
 WINDOW_CALLS = 1000
 LATENCY_SMOOTHING = 0.3
 # Durations of calls: from a no-op on this node (~0.1 ms) to a container run (minutes).
