@@ -14,7 +14,7 @@ from node.runtime.rate import RateWindow
 PER_LIST = 8  # dials one peer list may cause
 PER_SOURCE_PER_MINUTE = 16  # dials all lists from one peer may cause
 PER_ADDRESS_PER_MINUTE = 1  # dials of one host:port
-PER_HOST_PER_MINUTE = 4  # dials of one host, whatever the port
+PER_HOST_PER_MINUTE = 16  # dials of one host, whatever the port (a local mesh shares 127.0.0.1)
 TOTAL_PER_MINUTE = 64  # dials caused by all peer lists together
 
 
