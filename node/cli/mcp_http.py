@@ -247,9 +247,10 @@ class HttpMcpClient:
             raise Unreachable(f"cannot reach {self.url}: the host name {self.host!r} does not resolve") from None
         except TimeoutError:
             raise self._timed_out() from None
-        except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError) as exc:
+        except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError,
+                BrokenPipeError) as exc:
             self._conn = None
-            if first and "multistream" in str(exc):
+            if first and ("multistream" in str(exc) or self._speaks_libp2p()):
                 raise UsageError(f"{self._where()} is a node's p2p (libp2p) port, not its MCP endpoint: --node "
                                  "takes the endpoint's URL (mcp.port, e.g. http://127.0.0.1:8090/mcp); for the "
                                  f"p2p port use --peer /ip4/{self.host}/tcp/{self.port}/p2p/<peer ID>") from None
@@ -265,6 +266,16 @@ class HttpMcpClient:
         except http.client.HTTPException as exc:
             self._conn = None
             raise Unreachable(f"{self.url} gave a malformed HTTP answer ({_reason(exc)})") from None
+
+    def _speaks_libp2p(self) -> bool:
+        """Whether the port greets like libp2p (its listener sends `/multistream/1.0.0` on its own
+        as a connection opens): asked only after an HTTP request there failed without an answer,
+        which is a p2p port's way of refusing one (it may reset before its greeting is read)."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=min(self._socket_timeout, 1.0)) as probe:
+                return b"/multistream/" in probe.recv(64)
+        except OSError:
+            return False
 
     def _delete(self) -> None:
         conn = self._connection(self._socket_timeout)
