@@ -14,7 +14,10 @@ global one: two nodes run in one process). It records:
   errors among them, and the smoothed round trip of the calls sent to it;
 - bytes and frames on `/praxis/tool/1.0.0` streams, both ways (`CountingStream`);
 - per tool, the durations of its recent calls (`WINDOW_SECONDS`, at most `WINDOW_CALLS` per
-  tool), for p50/p95.
+  tool), for p50/p95;
+- the last `RECENT_CALLS` calls, whatever their tool (`RecentCall`: tool, role, caller,
+  provider, outcome, duration, when it ended; never arguments or results), for `/status` and
+  the mesh page.
 
 Every label set is bounded. `role`, `outcome`, `reason` and `direction` are fixed sets; a
 `tool` label is a name the mesh currently offers this node (its own tools, its MCP servers'
@@ -88,6 +91,8 @@ MAX_TOOL_LABELS = 512
 WINDOW_SECONDS = 300
 WINDOW_CALLS = 1000
 LATENCY_SMOOTHING = 0.3
+RECENT_CALLS = 50  # calls kept for `recent_calls()`, the newest; older ones are dropped
+MAX_RECENT_NAME = 128  # a tool name a peer asked for is kept (and logged) cut to this length
 # Durations of calls: from a no-op on this node (~0.1 ms) to a container run (minutes).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
            120.0, 300.0, math.inf)
@@ -188,6 +193,19 @@ class ToolRecord:
             "p50Ms": round(percentile(durations, 0.50) * 1000, 3) if durations else None,
             "p95Ms": round(percentile(durations, 0.95) * 1000, 3) if durations else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RecentCall:
+    """One call this node handled, as `recent_calls()` keeps it (never arguments or results)."""
+
+    ended_at: float  # wall clock (time.time())
+    role: str
+    tool: str  # the name the call asked for, cut to MAX_RECENT_NAME (not the metric label)
+    caller: str  # a peer ID, "mcp" or "node"
+    provider: str  # "local", "mcp:<server>", a peer ID, or "-"
+    outcome: str
+    seconds: float
 
 
 class CallRecord:
@@ -294,6 +312,7 @@ class MeshStats:
         self.in_flight = dict.fromkeys(ROLES, 0)
         self.by_role = {role: [0, 0] for role in ROLES}  # calls, errors
         self.tools: dict[str, ToolRecord] = {}
+        self.recent: deque[RecentCall] = deque(maxlen=RECENT_CALLS)
         self.peers: dict[str, PeerRecord] = {}
         self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
         self.registry.register(_StreamCollector(self))
@@ -336,6 +355,8 @@ class MeshStats:
         tool_record.calls += 1
         tool_record.errors += failed
         tool_record.recent.append((trio.current_time(), seconds, failed))
+        self.recent.append(RecentCall(time.time(), record.role, record.name[:MAX_RECENT_NAME], record.caller,
+                                      record.provider, outcome, seconds))
         reason = record.refused or (outcome if record.own and outcome in _REFUSAL_OUTCOMES else None)
         if reason is not None:
             self._refuse(reason)
@@ -347,7 +368,7 @@ class MeshStats:
         if call_log.isEnabledFor(logging.INFO):
             error = f" error={record.error.log_text()}" if record.error is not None else ""
             call_log.info("call %s tool=%s caller=%s provider=%s outcome=%s duration_ms=%.1f%s",
-                          record.role, record.name[:128], record.caller, record.provider, outcome,
+                          record.role, record.name[:MAX_RECENT_NAME], record.caller, record.provider, outcome,
                           seconds * 1000, error)
 
     def peer_connected(self, peer_id: str) -> None:
@@ -385,6 +406,10 @@ class MeshStats:
         record = self.tools.get(name) or ToolRecord()
         return {"calls": record.calls, "errors": record.errors,
                 "recent": record.summary(trio.current_time(), WINDOW_SECONDS)}
+
+    def recent_calls(self) -> list[RecentCall]:
+        """The last `RECENT_CALLS` calls this node handled, the newest first."""
+        return list(reversed(self.recent))
 
     def calls_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {role: {"calls": calls, "errors": errors}
@@ -434,4 +459,5 @@ def engine_queue(engine: object) -> tuple[int, int, int] | None:
     return statistics.tasks_waiting, statistics.borrowed_tokens, int(statistics.total_tokens)
 
 
-__all__ = ["FORWARDED", "MADE", "OUTCOMES", "REASONS", "ROLES", "SERVED", "CallRecord", "MeshStats", "engine_queue"]
+__all__ = ["FORWARDED", "MADE", "OUTCOMES", "REASONS", "ROLES", "SERVED", "CallRecord", "MeshStats", "RecentCall",
+           "engine_queue"]

@@ -21,6 +21,8 @@ known yet is null:
                  "calls": {"sent": 3, "received": 1}, "errors": {"sent": 0, "received": 0},
                  "tools": ["add"]}],                  # the tools its card lists
       "tools": [{"name": "add", "providers": [{"kind": "peer", "name": "node-b", "peerId": "12D3KooW..."}],
+                 "description": "Add two numbers",
+                 "parameters": [{"name": "a", "type": "number", "required": true, "description": ""}],
                  "calls": 4, "errors": 1,            # since this node started, made + served + forwarded
                  "recent": {"calls": 4, "errors": 1, "p50Ms": 2.3 | null, "p95Ms": 5.1 | null}}],
       "window": {"seconds": 300, "maxCallsPerTool": 1000},   # what "recent" covers
@@ -29,12 +31,19 @@ known yet is null:
                 "refused": {"not_allowed": 0, "origin_refused": 0, "busy": 0, "too_large": 0,
                             "too_many_hops": 0, "invalid_arguments": 1, "unknown_tool": 0,
                             "invalid_request": 0}},
-      "engines": {"dagger": {"queued": 0, "running": 1, "slots": 4}}   # engines with a queue, once created
+      "engines": {"dagger": {"queued": 0, "running": 1, "slots": 4}},  # engines with a queue, once created
+      "recentCalls": [{"time": "2025-01-31T12:00:02.000Z", "tool": "add", "role": "made",
+                       "caller": "mcp" | "node" | "12D3KooW...",
+                       "provider": "local" | "mcp:<server>" | "12D3KooW..." | "-",
+                       "outcome": "ok", "durationMs": 2.3}]     # the last 50 calls, the newest first
     }
 
 Peers are the peers connected now, by peer ID; tools are the mesh's tools by the name callers
-use (`Router.tools()`), by name. Provider kinds: "local" (this node), "peer", "mcp" (one of this
-node's MCP servers, by its configured name).
+use (`Router.tools()`), by name, each with its parameters (declared, or read from its input
+schema: "type" is the schema's type, types joined by "|", or "any"). Provider kinds: "local"
+(this node), "peer", "mcp" (one of this node's MCP servers, by its configured name). Recent
+calls never carry arguments or results; a tool name there is the name the call asked for (cut
+to 128 characters), which need not be a tool of the mesh.
 """
 
 from __future__ import annotations
@@ -52,11 +61,11 @@ from prometheus_client.metrics_core import Metric
 from node.mcp.endpoint import MeshEntry, Provider
 from node.mesh.directory import PeerDirectory
 from node.mesh.router import LOCAL, Routed, Router
-from node.mesh.stats import MADE, WINDOW_CALLS, WINDOW_SECONDS, MeshStats, engine_queue
+from node.mesh.stats import MADE, WINDOW_CALLS, WINDOW_SECONDS, MeshStats, RecentCall, engine_queue
 from node.runtime.signals import ChangeSignal
 from node.runtime.tracing import SpanKind, Tracing
 from protocols.errors import PraxisError, error_from_code
-from protocols.messages import Card, ToolResponse, ToolResult
+from protocols.messages import Card, ToolResponse, ToolResult, ToolSpec
 from protocols.peers import PeerList
 
 STATUS_FORMAT = "praxis-node-status/1"
@@ -180,6 +189,7 @@ class MeshView:
                 "tools": sorted(entry.tools) if entry is not None else [],
             })
         tools = [{"name": name, "providers": [p.to_json() for p in entry.providers],
+                  "description": entry.spec.description, "parameters": _parameters(entry.spec),
                   **self.stats.tool_summary(name)}
                  for name, entry in sorted(self.tools().items())]
         engines = {}
@@ -199,6 +209,7 @@ class MeshView:
             "window": {"seconds": WINDOW_SECONDS, "maxCallsPerTool": WINDOW_CALLS},
             "calls": self.stats.calls_summary(),
             "engines": engines,
+            "recentCalls": [_recent(call) for call in self.stats.recent_calls()],
         }
 
     def _provider(self, provider: str) -> Provider:
@@ -208,6 +219,31 @@ class MeshView:
             return Provider("mcp", provider.removeprefix("mcp:"))
         entry = self.directory.get(provider)
         return Provider("peer", entry.card.name if entry is not None else "", provider)
+
+
+def _parameters(spec: ToolSpec) -> list[dict[str, Any]]:
+    """A tool's parameters: as declared in its card, else the properties of its input schema."""
+    if spec.parameters or not spec.input_schema:
+        return [{"name": p.name, "type": p.type, "required": p.required, "description": p.description}
+                for p in spec.parameters]
+    properties = spec.input_schema.get("properties")
+    required = spec.input_schema.get("required")
+    required = set(required) if isinstance(required, list) and all(isinstance(r, str) for r in required) else set()
+    out = []
+    for name, schema in properties.items() if isinstance(properties, dict) else ():
+        schema = schema if isinstance(schema, dict) else {}
+        kind = schema.get("type")
+        if isinstance(kind, list) and kind and all(isinstance(k, str) for k in kind):
+            kind = "|".join(kind)
+        description = schema.get("description")
+        out.append({"name": name, "type": kind if isinstance(kind, str) else "any", "required": name in required,
+                    "description": description if isinstance(description, str) else ""})
+    return out
+
+
+def _recent(call: RecentCall) -> dict[str, Any]:
+    return {"time": _iso(call.ended_at), "tool": call.tool, "role": call.role, "caller": call.caller,
+            "provider": call.provider, "outcome": call.outcome, "durationMs": round(call.seconds * 1000, 3)}
 
 
 def _iso(wall: float) -> str:
