@@ -16,12 +16,14 @@ servers' tools), each with its input schema. MCP tool names must match
 arguments against the tool's schema, then goes through the router like any other call.
 
 The same HTTP server answers, under the same rule (loopback Host and Origin, or the bearer
-token), three GETs about the node (see `_observing`):
+token), these GETs about the node (see `_observing`):
 - `GET /healthz`: 200 `{"status": "ok", "ready": true}` once the node listens and its
   bootstrap peers were tried; 503 `{"status": "starting", "ready": false}` before;
 - `GET /status`: this node, its peers, the mesh's tools and their calls, as JSON (the shape is
   documented in node/mesh/view.py);
-- `GET /metrics`: the node's metrics in the Prometheus text format (node/mesh/stats.py).
+- `GET /metrics`: the node's metrics in the Prometheus text format (node/mesh/stats.py);
+- `GET /`: the live mesh page (node/mcp/page/): the mesh as a graph, its tools, recent calls,
+  polled from `/status`; sent with a strict Content-Security-Policy and `nosniff`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from pydantic import TypeAdapter
 from starlette.requests import Request
 
 from node.config import McpSection, is_loopback
+from node.mcp.page import mesh_page
 from node.mcp.schemas import schema_problem
 from node.runtime.signals import ChangeSignal
 from protocols.errors import InvalidArguments, PraxisError, ToolNotFound
@@ -60,6 +63,7 @@ log = logging.getLogger("praxis.mcp.server")
 
 MCP_PATH = "/mcp"
 HEALTH_PATH, STATUS_PATH, METRICS_PATH = OBSERVE_PATHS = ("/healthz", "/status", "/metrics")
+PAGE_PATH = "/"  # the live mesh page, under the same rule as OBSERVE_PATHS
 # A resource describing this node and the peers it knows (`praxis-node peers --node URL`).
 PEERS_URI = "praxis://node/peers"
 MAX_NAME = 64
@@ -463,7 +467,8 @@ def _refusal(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> l
 
 
 def _observing(app: ASGIApp, mesh: Mesh, security: TransportSecuritySettings) -> ASGIApp:
-    """`GET /healthz`, `/status` and `/metrics` beside the MCP app, under its Host and Origin rule.
+    """`GET /healthz`, `/status`, `/metrics` and the page at `/` beside the MCP app, under its Host
+    and Origin rule.
 
     The rule is the SDK's own check with the MCP app's settings (on loopback: a loopback Host,
     else 421, and a loopback Origin if any, else 403); the bearer token and the off-loopback
@@ -472,7 +477,7 @@ def _observing(app: ASGIApp, mesh: Mesh, security: TransportSecuritySettings) ->
     checks = TransportSecurityMiddleware(security)
 
     async def routed(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] not in OBSERVE_PATHS:
+        if scope["type"] != "http" or (scope["path"] not in OBSERVE_PATHS and scope["path"] != PAGE_PATH):
             await app(scope, receive, send)
             return
         refusal = await checks.validate_request(Request(scope, receive), is_post=False)
@@ -482,6 +487,9 @@ def _observing(app: ASGIApp, mesh: Mesh, security: TransportSecuritySettings) ->
         if scope["method"] not in ("GET", "HEAD"):
             status, body, kind = 405, json.dumps({"error": "only GET"}).encode(), b"application/json"
             extra = [(b"allow", b"GET, HEAD")]
+        elif scope["path"] == PAGE_PATH:
+            page = mesh_page()
+            status, body, kind, extra = 200, page.body, page.content_type, list(page.headers)
         else:
             extra = []
             status, body, kind = _observe(scope["path"], mesh)
