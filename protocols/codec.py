@@ -58,8 +58,9 @@ class FrameDecoder:
         return frame
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value (iterative: no recursion on hostile input)."""
+def json_depth(value: Any, limit: float = float("inf")) -> int:
+    """Nesting depth of a decoded JSON value, counted up to just past `limit` (iterative: no
+    recursion on hostile input)."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -85,7 +86,7 @@ def decode_json(frame: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, and int strings past Python's digit limit
         raise InvalidRequest(f"frame is not valid JSON: {_short(str(exc))}") from None
-    if _depth(value, max_depth) > max_depth:
+    if json_depth(value, max_depth) > max_depth:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels")
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         # Such a string cannot be encoded as UTF-8: echoing or storing it would break later.

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from protocols.codec import json_depth
+
 ParamType = Literal["string", "number", "boolean", "object", "array"]
 Addr = Annotated[str, Field(max_length=256)]  # a multiaddr as text
 
@@ -70,7 +72,7 @@ class ToolSpec(_WireModel):
     def _bounded_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is None:
             return v
-        if json_depth(v) > MAX_SCHEMA_DEPTH:
+        if json_depth(v, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
             raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
         size = len(json.dumps(v, separators=(",", ":")).encode())
         if size > MAX_SCHEMA_BYTES:
@@ -81,19 +83,6 @@ class ToolSpec(_WireModel):
         """A digest of the definition (everything but the name): equal specs, equal digests."""
         body = self.model_dump(by_alias=True, exclude={"name"}, mode="json")
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON value (iterative: no recursion on hostile input)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
 class Card(_WireModel):
