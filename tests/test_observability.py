@@ -158,7 +158,7 @@ async def test_metrics_status_health_and_call_log_after_real_calls_across_three_
         answer = await get(base_url(a) + "/status")
         assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
         status = answer.json()
-        assert set(status) == {"format", "node", "peers", "tools", "window", "calls", "engines"}
+        assert set(status) == {"format", "node", "peers", "tools", "window", "calls", "engines", "recentCalls"}
         assert status["format"] == "praxis-node-status/1"
         node = status["node"]
         assert (node["name"], node["peerId"], node["addrs"], node["ready"], node["tools"]) == \
