@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -12,9 +13,9 @@ import pytest
 from node.cli.logs import MAX_MESSAGE, OneLineFormatter, escape_message
 from tests.processes import ROOT
 
-FORGED = "12:00:00 INFO    praxis.node: forged"
+FORGED = "2026-01-01T12:00:00.000Z INFO    [victim] praxis.node: forged"
 FORMAT = "%(asctime)s %(levelname)-7s [victim] %(name)s: %(message)s"
-LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\[victim\] [\w.]+: ")
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\[victim\] [\w.]+: ")
 
 
 @pytest.mark.parametrize(("raw", "escaped"), [
@@ -57,7 +58,7 @@ def record(msg: str, *args: object, exc_info=None) -> logging.LogRecord:
 
 
 def test_formatter_escapes_what_the_arguments_bring_in():
-    formatter = OneLineFormatter(FORMAT, datefmt="%H:%M:%S")
+    formatter = OneLineFormatter(FORMAT)
     out = formatter.format(record("call %s from %s refused", f"echo\n{FORGED}\r\x1b[1A\u2028", "peer"))
     assert len(out.splitlines()) == 1
     assert LINE.match(out)
@@ -65,14 +66,14 @@ def test_formatter_escapes_what_the_arguments_bring_in():
 
 
 def test_formatter_bounds_one_message():
-    formatter = OneLineFormatter(FORMAT, datefmt="%H:%M:%S")
+    formatter = OneLineFormatter(FORMAT)
     out = formatter.format(record("offers: %s", ", ".join(f"tool{i}" for i in range(100_000))))
     assert len(out) < MAX_MESSAGE + 100
     assert "more characters)" in out
 
 
 def test_formatter_escapes_the_message_of_a_record_with_a_traceback():
-    formatter = OneLineFormatter(FORMAT, datefmt="%H:%M:%S")
+    formatter = OneLineFormatter(FORMAT)
     try:
         raise RuntimeError("boom")
     except RuntimeError:
@@ -110,3 +111,22 @@ def test_configure_logging_writes_one_line_per_message():
     assert lines[0].endswith(f"praxis.node: call nope\\n{FORGED} refused")
     assert lines[1].endswith("praxis.node: name a\\u2028b\\x1b[2Kc\\rd")
     assert lines[2].endswith(f"... ({5000 - MAX_MESSAGE} more characters)")
+
+
+def test_json_logs_are_one_object_a_line_with_the_message_escaped_and_bounded():
+    script = (
+        "import logging\n"
+        "from node.cli.logs import configure_logging\n"
+        "configure_logging('INFO', 'victim', 'json')\n"
+        "log = logging.getLogger('praxis.node')\n"
+        "log.info('call %s refused', 'nope\\nforged\\x1b[2K')\n"
+        "log.warning('%s', 'y' * 5000)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=30, check=True)
+    lines = done.stderr.decode("utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) == 3, lines
+    first, second = (json.loads(line) for line in lines[:-1])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert {k: first[k] for k in ("level", "logger", "message")} == {
+        "level": "INFO", "logger": "praxis.node", "message": "call nope\\nforged\\x1b[2K refused"}
+    assert second["level"] == "WARNING" and second["message"].endswith(f"({5000 - MAX_MESSAGE} more characters)")

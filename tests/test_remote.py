@@ -145,7 +145,8 @@ async def test_node_commands_import_neither_libp2p_nor_the_mcp_sdk_nor_the_confi
     heavy = ("libp2p", "multiaddr", "mcp", "mcp_types", "pydantic", "httpx", "httpx2", "anyio", "yaml")
     cfg = write_config(tmp_path / "a", "node-a", [ECHO, ADD], [], **MCP_ON)
     async with node_process(cfg) as (_, a):
-        for command in (["tools", "--json"], ["peers"], ["call", "add", "a=1", "b=2"], ["call", "nosuch"]):
+        for command in (["tools", "--json"], ["peers"], ["status"], ["tools", "--describe", "add"],
+                        ["call", "add", "a=1", "b=2"], ["call", "nosuch"]):
             script = (
                 "import json, sys\n"
                 "from node.cli.main import main\n"

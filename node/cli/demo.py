@@ -2,7 +2,9 @@
 
 Each node is a `praxis-node run` child process with its own config, key and log, and a
 different set of built-in tools. The demo waits until every node knows every tool, calls
-each tool through a node that does not own it, prints a table and stops the nodes.
+each tool through a node that does not own it, prints a table and stops the nodes. With
+`--keep` it leaves the mesh running instead, until Ctrl-C, and prints the URL of the first
+node's live mesh page (that node serves its MCP endpoint, and the page, on a free port).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,6 +78,7 @@ class DemoNode:
     process: trio.Process | None = None
     peer_id: str = ""
     addrs: list[str] = field(default_factory=list)
+    mcp_url: str | None = None  # the first node's MCP endpoint (its page is at "/" beside it)
 
     @property
     def log_path(self) -> Path:
@@ -90,8 +94,14 @@ def _config(node: DemoNode, bootstrap: list[str]) -> dict[str, Any]:
             for t in node.tools
         ]},
         "p2p": {"port": 0, "host": "127.0.0.1", "enable_mdns": False, "bootstrap_nodes": bootstrap},
-        "mcp": {"enabled": False},
+        # The first node serves its MCP endpoint and the mesh page, on loopback, on a free port.
+        "mcp": {"enabled": True, "host": "127.0.0.1", "port": 0} if node.index == 0 else {"enabled": False},
     }
+
+
+def page_url(mcp_url: str) -> str:
+    """The mesh page of a node: "/" on the HTTP port of its MCP endpoint."""
+    return mcp_url.removesuffix("/mcp") + "/"
 
 
 async def _start(node: DemoNode, bootstrap: list[str]) -> None:
@@ -117,7 +127,7 @@ async def _start(node: DemoNode, bootstrap: list[str]) -> None:
         ready = json.loads(line)
     except ValueError:
         raise RuntimeError(f"{node.name} did not start; its log:\n{_tail(node.log_path)}") from None
-    node.peer_id, node.addrs = ready["peerId"], ready["addrs"]
+    node.peer_id, node.addrs, node.mcp_url = ready["peerId"], ready["addrs"], ready.get("mcpUrl")
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -171,7 +181,10 @@ async def run_demo(count: int, keep_dir: bool = False) -> int:
         for node in nodes:
             print(f"  {node.name}  {node.peer_id}  {node.addrs[0]}  tools: "
                   f"{', '.join(t['name'] for t in node.tools) or '-'}")
-        return await _exercise(nodes, tools)
+        code = await _exercise(nodes, tools)
+        if keep_dir:
+            await _keep_running(nodes[0])
+        return code
     except (RuntimeError, PraxisError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -181,6 +194,19 @@ async def run_demo(count: int, keep_dir: bool = False) -> int:
             print(f"demo: configs and logs kept in {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _keep_running(node: DemoNode) -> None:
+    """Leave the mesh up until Ctrl-C (or SIGTERM), saying where to look at it."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if node.mcp_url:
+            print(f"\ndemo: open {page_url(node.mcp_url)} in a browser; Ctrl-C stops the mesh")
+            print(f"demo: or ask it: praxis-node status --node {node.mcp_url}", flush=True)
+        else:
+            print("\ndemo: the mesh keeps running; Ctrl-C stops the mesh", flush=True)
+        async for _ in signals:
+            print("demo: stopping the mesh", flush=True)
+            return
 
 
 async def _exercise(nodes: list[DemoNode], tools: list[dict[str, Any]]) -> int:

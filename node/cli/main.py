@@ -1,6 +1,6 @@
-"""`praxis-node run | id | check | init | call | tools | peers | mcp | demo`.
+"""`praxis-node run | id | check | init | call | tools | peers | status | mcp | demo`.
 
-Every command imports only what it uses: `call`, `tools` and `peers` with `--node` need no
+Every command imports only what it uses: `call`, `tools`, `peers` and `status` with `--node` need no
 libp2p, no MCP SDK, no pydantic and no config (see node/cli/remote_endpoint.py), so they start
 in a fraction of a second. Whatever goes wrong ends as one line on stderr and an exit code
 from node/cli/errors.py (`--debug` adds the traceback).
@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from node.cli import check, init
-from node.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TOOL_ERROR, UsageError, explain
-from node.cli.logs import configure_logging
-from node.cli.output import print_peers, print_result, print_tools
+from node.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TOOL_ERROR, CliError, UsageError, explain
+from node.cli.logs import LOG_FORMATS, configure_logging
+from node.cli.output import print_peers, print_result, print_status, print_tool_description, print_tools
 from node.cli.remote import CallResult, RemoteNode, split_arguments, typed_arguments, unknown_tool_message
 
 if TYPE_CHECKING:
     from node.config import NodeConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-REMOTE_COMMANDS = ("call", "tools", "peers")
+REMOTE_COMMANDS = ("call", "tools", "peers", "status")
 
 
 def _load(path: str) -> NodeConfig:
@@ -52,7 +52,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from node.app import Node
 
     config = _load(args.config)
-    configure_logging(args.log_level, config.agent.name)
+    configure_logging(args.log_level, config.agent.name, args.log_format)
     node = Node(config)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_until_signalled, nursery.cancel_scope)
@@ -114,7 +114,22 @@ async def cmd_call(args: argparse.Namespace) -> int:
 async def cmd_tools(args: argparse.Namespace) -> int:
     async with _open_remote(args) as remote:
         rows = await remote.tools()
-    print_tools(rows, as_json=args.json)
+    if args.describe is None:
+        print_tools(rows, as_json=args.json)
+        return EXIT_OK
+    # NAME as listed, else the mesh's name for it (all its providers either way).
+    listed = next((r for r in rows if r.name == args.describe), None) or \
+        next((r for r in rows if r.mesh_name == args.describe), None)
+    if listed is None:
+        raise CliError(unknown_tool_message(args.describe, None, [r.name for r in rows], _where(args)))
+    print_tool_description([r for r in rows if r.mesh_name == listed.mesh_name], as_json=args.json)
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    async with _open_remote(args) as remote:
+        status = await remote.status()
+    print_status(status, as_json=args.json)
     return EXIT_OK
 
 
@@ -131,7 +146,7 @@ async def cmd_mcp(args: argparse.Namespace) -> int:
     from node.cli.settle import wait_until_settled
 
     config = _load(args.config)
-    configure_logging(args.log_level, config.agent.name)  # stderr: stdout carries MCP
+    configure_logging(args.log_level, config.agent.name, args.log_format)  # stderr: stdout carries MCP
     node = Node(config)
     node.serve_mcp_http = False
     async with node.running():
@@ -189,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run a node in the foreground (Ctrl-C stops it)")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
     run.add_argument("--log-level", type=log_level, default="INFO", help="DEBUG, INFO (default), WARNING or ERROR")
+    run.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                     help="text (default) or json: one JSON object per line (time, level, logger, message)")
     run.add_argument("--announce", action="store_true",
                      help="print one JSON line with the peer ID and addresses once listening")
     run.set_defaults(func=cmd_run)
@@ -218,16 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     tools = sub.add_parser("tools", parents=[common], help="list the tools a running node knows of")
     remote(tools)
+    tools.add_argument("--describe", metavar="NAME",
+                       help="show one tool: its parameters (name, type, required, description) and who serves it")
     tools.set_defaults(func=cmd_tools)
 
     peers = sub.add_parser("peers", parents=[common], help="list a running node's peers")
     remote(peers)
     peers.set_defaults(func=cmd_peers)
 
+    status = sub.add_parser("status", parents=[common],
+                            help="a running node: itself, its peers, the mesh's tools and their calls")
+    remote(status)
+    status.set_defaults(func=cmd_status)
+
     mcp = sub.add_parser("mcp", parents=[common], help="run a node that serves the mesh's tools over MCP on stdio")
     mcp.add_argument("-c", "--config", required=True, help="YAML config file")
     mcp.add_argument("--log-level", type=log_level, default="WARNING",
                      help="DEBUG, INFO, WARNING (default) or ERROR; logs go to stderr")
+    mcp.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                     help="text (default) or json: one JSON object per line (time, level, logger, message)")
     mcp.add_argument("--wait-for-peers", type=float, default=5.0, metavar="SECONDS",
                      help="at most this long, wait for the mesh to settle before serving: every bootstrap "
                           "peer's card, and the peers each of them lists (default 5)")
@@ -235,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="start a mesh of nodes on 127.0.0.1 and call across it")
     demo.add_argument("--nodes", type=int, default=3, help="number of nodes (2-16, default 3)")
-    demo.add_argument("--keep", action="store_true", help="keep the demo's folder (configs, logs)")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the mesh running (Ctrl-C stops it; one node serves the live mesh page) "
+                           "and keep the demo's folder (configs, logs)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

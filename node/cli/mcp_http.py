@@ -151,7 +151,50 @@ class HttpMcpClient:
                 break
         return tools
 
+    async def get_json(self, path: str) -> dict[str, Any]:
+        """`GET path` (e.g. /status) on the endpoint's host and port, with the same token: a JSON object."""
+        return await self._blocking(lambda: self._get(path), None)
+
     # ----- HTTP ---------------------------------------------------------------------------
+
+    def _get(self, path: str) -> dict[str, Any]:
+        where = f"{self.scheme}://{self._where()}{path}"
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            conn = self._connection(self._socket_timeout)
+            try:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()  # a kept-alive connection the server closed meanwhile: once more
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+            if response.status == 401:
+                self._conn = None
+                raise UsageError(f"401 from {where}: " + (
+                    f"it refused the token; check --token or ${TOKEN_VARIABLE}" if self.token
+                    else f"pass --token or set {TOKEN_VARIABLE}"))
+            if response.status == 404:
+                self._conn = None
+                raise UsageError(f"404 from {where}: this node serves no {path} (an older praxis-node?)")
+            if response.status != 200:
+                self._conn = None
+                raise Unreachable(f"{where} answered HTTP {response.status}: "
+                                  f"{_error_text(response.read(ERROR_BODY))}")
+            answer = _json_object(response.read(MAX_BODY))
+            if answer is None:
+                raise Unreachable(f"{where} did not answer with a JSON object")
+            return answer
+        except CliError:
+            raise
+        except TimeoutError:
+            raise self._timed_out() from None
+        except (OSError, http.client.HTTPException) as exc:
+            self._conn = None
+            raise Unreachable(f"cannot read {where}: {_reason(exc)}") from None
+
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}

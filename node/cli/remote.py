@@ -125,8 +125,43 @@ class RemoteNode(Protocol):
         """The node itself first, then the peers it knows."""
         ...
 
+    async def status(self) -> dict[str, Any]:
+        """The node's status in the `GET /status` shape (node/mesh/view.py), plus `source`:
+        SOURCE_ENDPOINT when the node reported it, SOURCE_CARD when built from its card and
+        peer list (then what only the node knows, such as latency and calls, is null)."""
+        ...
+
 
 # ----- shared by both implementations --------------------------------------------------------
+
+STATUS_FORMAT = "praxis-node-status/1"  # node/mesh/view.py's STATUS_FORMAT (a test checks they agree)
+SOURCE_ENDPOINT = "status endpoint"  # `status --node`: the node's own GET /status
+SOURCE_CARD = "peer card"  # `status --peer`: its card and peer list; no uptime, latency or calls
+
+
+def status_from_rows(me: PeerRow, others: list[PeerRow], tools: list[ToolRow], version: str | None) -> dict[str, Any]:
+    """The /status shape from what any remote can tell (its card, its peer list, its tools),
+    with null for everything only the node itself knows."""
+    by_name: dict[str, list[ToolRow]] = {}
+    for row in tools:
+        by_name.setdefault(row.mesh_name, []).append(row)
+    return {
+        "format": STATUS_FORMAT,
+        "source": SOURCE_CARD,
+        "node": {"name": me.name, "peerId": me.peer_id, "version": version, "addrs": list(me.addrs),
+                 "startedAt": None, "uptimeSeconds": None, "ready": None, "tools": list(me.tools)},
+        "peers": [{"name": p.name or None, "peerId": p.peer_id, "direction": None, "connectedSince": None,
+                   "connectedSeconds": None, "latencyMs": None, "calls": None, "errors": None,
+                   "tools": list(p.tools)} for p in others],
+        "tools": [{"name": name,
+                   "providers": [{"kind": "local" if r.peer_id == me.peer_id else "peer", "name": r.provider,
+                                  "peerId": r.peer_id} for r in rows],
+                   "description": rows[0].description,
+                   "parameters": [p.to_json() for p in rows[0].parameters],
+                   "calls": None, "errors": None, "recent": None}
+                  for name, rows in sorted(by_name.items())],
+        "window": None, "calls": None, "engines": None, "recentCalls": None,
+    }
 
 
 def parameters_from_schema(schema: Mapping[str, Any] | None) -> tuple[Parameter, ...]:

@@ -15,6 +15,7 @@ import trio
 
 from node.cli.mcp_http import HttpMcpClient, JsonRpcError, TimedOut
 from node.cli.remote import (
+    SOURCE_ENDPOINT,
     CallResult,
     PeerRow,
     ToolRow,
@@ -27,6 +28,7 @@ PROVIDERS_META = "praxis/providers"  # tools/list: each tool's providers, [{kind
 PEERS_URI = "praxis://node/peers"  # node/mcp/endpoint.py's peers resource (a test checks they agree)
 NO_PROVIDER = "no provider for tool "  # the router's NoProvider message, as the endpoint passes it on
 INVALID_PARAMS = -32602  # the endpoint's code for an unknown tool name
+STATUS_PATH = "/status"  # beside /mcp on the node's HTTP port (node/mcp/endpoint.py)
 
 
 def mesh_name_of(tool: Mapping[str, Any]) -> str:
@@ -139,6 +141,12 @@ class EndpointRemote:
     async def peers(self) -> list[PeerRow]:
         me, others = await self._read_peers()
         return sorted_peers(me, others)
+
+    async def status(self) -> dict[str, Any]:
+        """The node's own `GET /status`, marked as such."""
+        status = await self.client.get_json(STATUS_PATH)
+        return {"format": status.get("format"), "source": SOURCE_ENDPOINT,
+                **{k: v for k, v in status.items() if k != "format"}}
 
 
 def _peer_row(card: Mapping[str, Any], *, is_self: bool = False) -> PeerRow:

@@ -29,6 +29,7 @@ from node.cli.remote import (
     parameters_from_schema,
     sorted_peers,
     sorted_tools,
+    status_from_rows,
 )
 from node.config import parse_config
 from node.mesh.dialer import dial_failure_reason
@@ -201,3 +202,10 @@ class PeerRemote:
         others = [PeerRow(r.name, r.peer_id, tuple(r.addrs), tuple(sorted(t.name for t in r.tools)))
                   for r in await self._peer_list(strict=True)]
         return sorted_peers(me, others)
+
+    async def status(self) -> dict[str, Any]:
+        """What the peer's card and peer list tell; uptime, latency and calls only its /status knows."""
+        entry = self.node.directory.get(self.peer_id)
+        assert entry is not None
+        me, *others = await self.peers()
+        return status_from_rows(me, others, await self.tools(), entry.card.version or None)

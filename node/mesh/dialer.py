@@ -121,7 +121,7 @@ def dial_failure_reason(exc: BaseException) -> str:
         if isinstance(current, OSError) and current.errno in _ERRNO_WORDS:
             return _ERRNO_WORDS[current.errno]
         text = str(current)
-        if "Peer ID mismatch" in text or "peer id mismatch" in text.lower():
+        if "peer id mismatch" in text.lower() or "does not correspond to the received pubkey" in text:
             return "the node at that address has another peer ID (restarted with a new key?)"
         if "Maximum connections" in text:
             return "this node holds its maximum of connections (limits.max_connections)"
