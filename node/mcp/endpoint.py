@@ -28,15 +28,10 @@ token), these GETs about the node (see `_observing`):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import re
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import mcp_types
 import trio
@@ -45,135 +40,32 @@ from hypercorn.trio import serve as hypercorn_serve
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.stdio import stdio_server
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
-from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter
-from starlette.requests import Request
 
 from node.config import McpSection, is_loopback
-from node.mcp.page import mesh_page
+from node.mcp.http import ASGIApp, bearer_guard, observing, origin_guard
+from node.mcp.mesh import Mesh, MeshEntry, Provider
+from node.mcp.names import mcp_names
 from node.mcp.schemas import schema_problem
-from node.runtime.signals import ChangeSignal
 from protocols.errors import InvalidArguments, PraxisError, ToolNotFound
 from protocols.messages import ToolResult, ToolSpec
 
 log = logging.getLogger("praxis.mcp.server")
 
 MCP_PATH = "/mcp"
-HEALTH_PATH, STATUS_PATH, METRICS_PATH = OBSERVE_PATHS = ("/healthz", "/status", "/metrics")
-PAGE_PATH = "/"  # the live mesh page, under the same rule as OBSERVE_PATHS
 # A resource describing this node and the peers it knows (`praxis-node peers --node URL`).
 PEERS_URI = "praxis://node/peers"
-MAX_NAME = 64
-_VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_INVALID_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 NOTIFY_TIMEOUT = 2.0
 _CONTENT = TypeAdapter(mcp_types.ContentBlock)
 
-ASGIApp = Callable[[MutableMapping[str, Any], Callable[..., Awaitable[Any]],
-                    Callable[..., Awaitable[None]]], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Provider:
-    """Who serves a tool, as the listing names it."""
-
-    kind: str  # "local", "peer" or "mcp"
-    name: str  # the node's name, or the MCP server's name
-    peer_id: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        out = {"kind": self.kind, "name": self.name}
-        if self.peer_id:
-            out["peerId"] = self.peer_id
-        return out
-
-
-@dataclass(frozen=True)
-class MeshEntry:
-    """One tool of the mesh as the endpoint lists it."""
-
-    spec: ToolSpec
-    providers: tuple[Provider, ...]
-
-
-class Mesh(Protocol):
-    """All the endpoint knows of the mesh (node/mesh/view.py implements it)."""
-
-    name: str  # this node's name and version, for the MCP server's own description
-    version: str
-    tools_changed: ChangeSignal  # bumped whenever the set of tools or their specs may have changed
-
-    def tools(self) -> Mapping[str, MeshEntry]:
-        """Every tool of the mesh, by the name callers use."""
-        ...
-
-    async def call_tool(self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None) -> ToolResult:
-        """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served.
-        `traceparent`: the client's W3C trace context (`_meta.traceparent`), if it sent one."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """This node and the peers it knows: {"self": card, "peers": [records]}."""
-        ...
-
-    def call_refused(self, name: str, error: PraxisError) -> None:
-        """Record a call the endpoint refused before it reached the mesh (unknown tool, bad arguments)."""
-        ...
-
-    def ready(self) -> bool:
-        """True once the node listens and its bootstrap peers were tried."""
-        ...
-
-    def status(self) -> dict[str, Any]:
-        """This node, its peers, the mesh's tools and their calls (shape: node/mesh/view.py)."""
-        ...
-
-    def metrics_text(self) -> bytes:
-        """The node's metrics in the Prometheus text format."""
-        ...
 
 
 class EndpointConfigError(ValueError):
     """The MCP endpoint cannot be served as configured (no token off loopback). A loaded config
     never gets here (`node.config` refuses it); a config built in code still cannot."""
-
-
-def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()[:8]
-
-
-def mcp_names(mesh_names: list[str] | set[str]) -> dict[str, str]:
-    """MCP name -> mesh name, for every mesh tool. Deterministic for a given set of names.
-
-    1. A mesh name that already matches `[A-Za-z0-9_-]{1,64}` is used unchanged.
-    2. Any other name has each character outside that set replaced by `_`; if it is longer
-       than 64 it is cut to 55 characters plus `_` and the first 8 hex digits of the SHA-256
-       of the original name.
-    3. When that result is already taken (by a rule-1 name or an earlier rule-2 name, in
-       sorted order of the original names), it becomes its first 55 characters plus `_` and
-       the 8-hex-digit SHA-256 prefix of the original name.
-    """
-    out: dict[str, str] = {}
-    rest = []
-    for name in sorted(mesh_names):
-        if _VALID.fullmatch(name):
-            out[name] = name
-        else:
-            rest.append(name)
-    for name in rest:
-        candidate = _INVALID_CHAR.sub("_", name) or "tool"
-        if len(candidate) > MAX_NAME:
-            candidate = f"{candidate[:55]}_{_digest(name)}"
-        if candidate in out:
-            candidate = f"{candidate[:55]}_{_digest(name)}"
-        if candidate in out:  # astronomically unlikely: a SHA-256 prefix collision
-            log.warning("MCP endpoint: tool %r cannot get a unique name; not listed", name)
-            continue
-        out[candidate] = name
-    return out
 
 
 def _input_schema(spec: ToolSpec) -> dict[str, Any]:
@@ -404,7 +296,7 @@ class MeshMcpEndpoint:
         app: ASGIApp = self.server.streamable_http_app(
             streamable_http_path=MCP_PATH, host=cfg.host, transport_security=security,
         )
-        app = _observing(app, self.mesh, security)
+        app = observing(app, self.mesh, security)
         if not loopback:
             # A request with an Origin comes from a web page. The MCP spec requires servers to
             # check it, and it still matters here: a page a user on the local network opens,
@@ -412,9 +304,9 @@ class MeshMcpEndpoint:
             # from this machine (loopback origins, or the bound address) are let through;
             # clients that are not browsers send no Origin and are not affected.
             pages = local if bound in ("0.0.0.0", "[::]") else [*local, bound]
-            app = _origin_guard(app, [f"{scheme}://{name}" for name in pages for scheme in ("http", "https")])
+            app = origin_guard(app, [f"{scheme}://{name}" for name in pages for scheme in ("http", "https")])
         if cfg.token:
-            app = _bearer_guard(app, cfg.token)
+            app = bearer_guard(app, cfg.token)
         return app
 
     async def serve_http(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -458,101 +350,4 @@ async def _serve(app: ASGIApp, config: HypercornConfig, *, task_status: Any) -> 
     await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
 
-def _refusal(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
-    body = json.dumps({"error": message}).encode()
-    return [{"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode()), *headers]},
-            {"type": "http.response.body", "body": body}]
-
-
-def _observing(app: ASGIApp, mesh: Mesh, security: TransportSecuritySettings) -> ASGIApp:
-    """`GET /healthz`, `/status`, `/metrics` and the page at `/` beside the MCP app, under its Host
-    and Origin rule.
-
-    The rule is the SDK's own check with the MCP app's settings (on loopback: a loopback Host,
-    else 421, and a loopback Origin if any, else 403); the bearer token and the off-loopback
-    Origin check wrap this app as they wrap the MCP app.
-    """
-    checks = TransportSecurityMiddleware(security)
-
-    async def routed(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or (scope["path"] not in OBSERVE_PATHS and scope["path"] != PAGE_PATH):
-            await app(scope, receive, send)
-            return
-        refusal = await checks.validate_request(Request(scope, receive), is_post=False)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        if scope["method"] not in ("GET", "HEAD"):
-            status, body, kind = 405, json.dumps({"error": "only GET"}).encode(), b"application/json"
-            extra = [(b"allow", b"GET, HEAD")]
-        elif scope["path"] == PAGE_PATH:
-            page = mesh_page()
-            status, body, kind, extra = 200, page.body, page.content_type, list(page.headers)
-        else:
-            extra = []
-            status, body, kind = _observe(scope["path"], mesh)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
-                                (b"cache-control", b"no-store"), *extra]})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-    return routed
-
-
-def _observe(path: str, mesh: Mesh) -> tuple[int, bytes, bytes]:
-    """(status, body, content type) of one of the OBSERVE_PATHS."""
-    if path == HEALTH_PATH:
-        ready = mesh.ready()
-        health = {"status": "ok", "ready": True} if ready else {"status": "starting", "ready": False}
-        return (200 if ready else 503), json.dumps(health).encode(), b"application/json"
-    if path == STATUS_PATH:
-        return 200, json.dumps(mesh.status()).encode(), b"application/json"
-    return 200, mesh.metrics_text(), CONTENT_TYPE_LATEST.encode()
-
-
-def _bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
-    """Refuse (401) a request without `Authorization: Bearer <token>`."""
-    # Compared as SHA-256 digests with compare_digest: constant time, and not even the token's
-    # length shows in the timing.
-    expected = hashlib.sha256(token.encode()).digest()
-
-    async def guarded(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            header = dict(scope.get("headers") or []).get(b"authorization", b"")
-            # RFC 7235: the scheme is case-insensitive ("bearer", "BEARER"), then one or more
-            # spaces; RFC 7230: no surrounding whitespace belongs to the value.
-            scheme, _, credentials = header.strip(b" \t").partition(b" ")
-            given = hashlib.sha256(credentials.lstrip(b" ")).digest()
-            if not hmac.compare_digest(given, expected) or scheme.lower() != b"bearer":
-                for message in _refusal(401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]):
-                    await send(message)
-                return
-        await app(scope, receive, send)
-
-    return guarded
-
-
-def _origin_guard(app: ASGIApp, allowed: list[str]) -> ASGIApp:
-    """Refuse (403) a request whose Origin is not one of `allowed` (`scheme://host`, any port)."""
-
-    def allowed_origin(origin: str) -> bool:
-        for base in allowed:
-            if origin == base or (origin.startswith(base + ":") and origin[len(base) + 1:].isdigit()):
-                return True
-        return False
-
-    async def guarded(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            origin = dict(scope.get("headers") or []).get(b"origin", b"").decode("latin-1")
-            if origin and not allowed_origin(origin):
-                for message in _refusal(403, "requests from web pages of other origins are refused", []):
-                    await send(message)
-                return
-        await app(scope, receive, send)
-
-    return guarded
-
-
-__all__ = ["EndpointConfigError", "MeshMcpEndpoint", "is_loopback", "mcp_names"]
+__all__ = ["EndpointConfigError", "Mesh", "MeshEntry", "MeshMcpEndpoint", "Provider", "is_loopback", "mcp_names"]

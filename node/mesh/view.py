@@ -58,7 +58,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from node.mcp.endpoint import MeshEntry, Provider
+from node.mcp.mesh import MeshEntry, Provider
 from node.mesh.directory import PeerDirectory
 from node.mesh.router import LOCAL, Routed, Router
 from node.mesh.stats import MADE, WINDOW_CALLS, WINDOW_SECONDS, MeshStats, RecentCall, engine_queue
