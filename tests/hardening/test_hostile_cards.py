@@ -323,8 +323,9 @@ async def test_card_push_flood_is_refused_past_the_limit_and_logged_once(caplog,
 
 NODE_NAME = "victim"
 # A forged line written exactly as the node writes its own (see node/cli/logs.py).
-FORGED = f"12:00:00 INFO    [{NODE_NAME}] praxis.node: forged"
-LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\[" + NODE_NAME + r"\] [\w.]+: ")
+FORGED = f"2026-01-01T12:00:00.000Z INFO    [{NODE_NAME}] praxis.node: forged"
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\["
+                  + NODE_NAME + r"\] [\w.]+: ")
 ECHO = {"name": "echo", "engine": "python", "engineSpec": {"callable": "tests.sample_tools:echo"},
         "params": [{"name": "text", "type": "string", "required": True}]}
 
