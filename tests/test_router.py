@@ -26,7 +26,7 @@ class ScriptedPeers:
         self.answers = answers
         self.calls: list[tuple[str, ToolRequest]] = []
 
-    async def __call__(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
+    async def __call__(self, peer_id: str, request: ToolRequest, deadline: float, events: object = None) -> ToolResponse:
         self.calls.append((peer_id, request))
         answer = self.answers[peer_id]
         if isinstance(answer, Exception):
@@ -165,7 +165,7 @@ class FakeUpstreams:
     def shared_tools(self) -> dict[str, ToolSpec]:
         return {}
 
-    async def call(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult:
+    async def call(self, name: str, arguments: dict[str, Any], deadline: float, events: object = None) -> ToolResult:
         self.calls.append(name)
         return ToolResult.text("from our MCP server")
 

@@ -39,6 +39,7 @@ from mcp_types.jsonrpc import CONNECTION_CLOSED
 
 from node.config import mcp_server_problem
 from node.runtime.tracing import current_traceparent
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import EngineUnavailable, ToolExecutionError, ToolTimeout
 from protocols.messages import ContentItem, ToolResult
 
@@ -277,7 +278,8 @@ class McpClientPool:
     # ----- calls -------------------------------------------------------------------
 
     async def call_tool(
-        self, params: McpServerParams, tool: str, arguments: dict[str, Any], deadline: float
+        self, params: McpServerParams, tool: str, arguments: dict[str, Any], deadline: float,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResult:
         """Call a tool on the server; its result (isError included) comes back unchanged.
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from node.runtime.signals import ChangeSignal
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import PraxisError
 from protocols.messages import ToolResult, ToolSpec
 
@@ -46,9 +47,13 @@ class Mesh(Protocol):
         """Every tool of the mesh, by the name callers use."""
         ...
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None) -> ToolResult:
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None,
+        events: CallEvents = NO_EVENTS,
+    ) -> ToolResult:
         """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served.
-        `traceparent`: the client's W3C trace context (`_meta.traceparent`), if it sent one."""
+        `traceparent`: the client's W3C trace context (`_meta.traceparent`), if it sent one;
+        `events`: where progress, log messages and questions from the tool go."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import trio
 from node.config import McpServerEntry
 from node.mcp.clients import McpClientPool, McpServerParams, resolve_stdio_paths
 from node.runtime.signals import ChangeSignal
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import EngineUnavailable, PraxisError, ToolNotFound
 from protocols.messages import ToolParameter, ToolResult, ToolSpec
 
@@ -148,13 +149,15 @@ class McpUpstreams:
                 out[name] = f"ok ({len(server.tools)} tools)"
         return out
 
-    async def call(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult:
+    async def call(
+        self, name: str, arguments: dict[str, Any], deadline: float, events: CallEvents = NO_EVENTS
+    ) -> ToolResult:
         tool = self._index.get(name)
         if tool is None:
             raise ToolNotFound(f"no forwarded MCP server lists tool {name!r}")
         server = self._servers[tool.server]
         try:
-            return await self.pool.call_tool(server.params, tool.remote_name, arguments, deadline)
+            return await self.pool.call_tool(server.params, tool.remote_name, arguments, deadline, events)
         except EngineUnavailable:
             server.wake.set()  # fetch its tool list again: it may be gone for good
             raise

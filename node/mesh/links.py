@@ -21,6 +21,7 @@ from multiaddr import Multiaddr
 from node.mesh.dialer import is_connected
 from node.mesh.host import full_addrs
 from node.mesh.stats import MeshStats
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import PeerUnreachable, ToolTimeout
 from protocols.messages import ToolRequest, ToolResponse
 from protocols.peers import PEERS_PROTOCOL, PeerList, read_peer_list
@@ -73,7 +74,9 @@ class PeerLinks:
         except Exception as exc:  # libp2p raises many unrelated types for a failed dial
             raise PeerUnreachable(f"cannot open a stream to peer {peer_id}: {type(exc).__name__}") from None
 
-    async def call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
+    async def call_peer(
+        self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents = NO_EVENTS
+    ) -> ToolResponse:
         """One request on `/praxis/tool/1.0.0`; a stream lost after sending may have run the tool."""
         started = trio.current_time()
         response: ToolResponse | None = None

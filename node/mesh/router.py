@@ -23,6 +23,7 @@ from node.mesh.directory import PeerDirectory
 from node.mesh.origins import MAX_PROOF_SECONDS
 from node.runtime.tracing import SpanKind, Tracing, current_traceparent
 from node.tools.local import LocalTools
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import (
     Busy,
     NoProvider,
@@ -39,7 +40,7 @@ log = logging.getLogger("praxis.router")
 
 LOCAL = "local"
 VARIANT_SUFFIX = 8  # characters of the peer ID that tell a tool's variants apart
-PeerCaller = Callable[[str, ToolRequest, float], Awaitable[ToolResponse]]
+PeerCaller = Callable[[str, ToolRequest, float, CallEvents], Awaitable[ToolResponse]]
 # Errors after which another provider may safely be tried: the tool did not run.
 _NOT_RUN = (ToolNotFound, Busy, NotAllowed)
 
@@ -53,7 +54,9 @@ class UpstreamTools(Protocol):
         """The subset peers may reach through this node (advertised in its card)."""
         ...
 
-    async def call(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult: ...
+    async def call(
+        self, name: str, arguments: dict[str, Any], deadline: float, events: CallEvents = NO_EVENTS
+    ) -> ToolResult: ...
 
 
 @dataclass
@@ -157,6 +160,7 @@ class Router:
         use_upstreams: bool = True,
         origin: CallOrigin | None = None,
         sign: bool = True,
+        events: CallEvents = NO_EVENTS,
     ) -> Routed:
         """Serve the call somewhere; raise a `PraxisError` saying why when nobody can.
 
@@ -164,13 +168,13 @@ class Router:
         send it to (the peer it came from); `use_upstreams=False` keeps it off MCP servers.
         `origin` is the proof of who made a call this node forwards; with none and `sign`,
         this node signs as the origin (never for a call it forwards: that would vouch for a
-        caller it cannot prove).
+        caller it cannot prove). `events` is the caller: what the tool says while it runs goes there.
         """
         if self.local.get(name) is not None:
-            return Routed(await self.local.run(name, arguments, deadline), LOCAL)
+            return Routed(await self.local.run(name, arguments, deadline, events), LOCAL)
         upstream = self.upstreams.tools().get(name) if self.upstreams is not None and use_upstreams else None
         if upstream is not None and self.upstreams is not None:
-            result = await self.upstreams.call(name, arguments, deadline)
+            result = await self.upstreams.call(name, arguments, deadline, events)
             return Routed(result, f"mcp:{upstream[0]}")
         tool, _ = self._peer_target(name)
         tried: list[str] = []
@@ -194,7 +198,7 @@ class Router:
                 origin=proof,
             )
             try:
-                return Routed(await self._call_peer(peer_id, request, deadline), peer_id, len(tried) + 1)
+                return Routed(await self._call_peer(peer_id, request, deadline, events), peer_id, len(tried) + 1)
             except PeerUnreachable as exc:
                 tried.append(f"peer {peer_id} ({exc.message})")
                 if exc.maybe_ran and not self._says_idempotent(peer_id, tool):
@@ -222,7 +226,9 @@ class Router:
             raise kinds.pop()(refusals[0].message if len(refusals) == 1 else message)
         raise NoProvider(message)
 
-    async def request(self, peer_id: str, name: str, arguments: dict[str, Any], deadline: float) -> ToolResponse:
+    async def request(
+        self, peer_id: str, name: str, arguments: dict[str, Any], deadline: float, events: CallEvents = NO_EVENTS
+    ) -> ToolResponse:
         """Send a call to one given peer (which serves it or forwards it), bypassing the choice of
         provider; the answer comes back as the peer gave it, errors included."""
         remaining = deadline - trio.current_time()
@@ -231,14 +237,16 @@ class Router:
             origin = self.sign(peer_id, name, arguments, int((time.time() + remaining) * 1000))
         request = ToolRequest(id=uuid.uuid4().hex, name=name, arguments=arguments, hops=1,
                               deadline_ms=max(1, int(remaining * 1000)), trace_id=uuid.uuid4().hex, origin=origin)
-        return await self._traced_call_peer(peer_id, request, deadline)
+        return await self._traced_call_peer(peer_id, request, deadline, events)
 
-    async def _traced_call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResponse:
+    async def _traced_call_peer(
+        self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents
+    ) -> ToolResponse:
         """One request to one peer, as a client span whose context travels in the request."""
         attributes = {"praxis.tool": request.name, "praxis.peer": peer_id, "praxis.hops": str(request.hops)}
         with self.tracing.span(f"call {request.name}", SpanKind.CLIENT, **attributes):
             request.traceparent = current_traceparent()
-            return await self.call_peer(peer_id, request, deadline)
+            return await self.call_peer(peer_id, request, deadline, events)
 
     def _says_idempotent(self, peer_id: str, tool: str) -> bool:
         """Only the provider that failed may say its run can be repeated: another card's word
@@ -247,12 +255,14 @@ class Router:
         spec = entry.tools.get(tool) if entry is not None else None
         return spec is not None and bool(spec.idempotent)
 
-    async def _call_peer(self, peer_id: str, request: ToolRequest, deadline: float) -> ToolResult:
+    async def _call_peer(
+        self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents
+    ) -> ToolResult:
         health = self.directory.health(peer_id)
         health.in_flight += 1
         started = trio.current_time()
         try:
-            response = await self._traced_call_peer(peer_id, request, deadline)
+            response = await self._traced_call_peer(peer_id, request, deadline, events)
         except PeerUnreachable:
             self.directory.record_unreachable(peer_id)
             raise

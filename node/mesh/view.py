@@ -64,6 +64,7 @@ from node.mesh.router import LOCAL, Routed, Router
 from node.mesh.stats import MADE, WINDOW_CALLS, WINDOW_SECONDS, MeshStats, RecentCall, engine_queue
 from node.runtime.signals import ChangeSignal
 from node.runtime.tracing import SpanKind, Tracing
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import PraxisError, error_from_code
 from protocols.messages import Card, ToolResponse, ToolResult, ToolSpec
 from protocols.peers import PeerList
@@ -114,7 +115,7 @@ class MeshView:
 
     async def call(
         self, name: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str = "node",
-        traceparent: str | None = None,
+        traceparent: str | None = None, events: CallEvents = NO_EVENTS,
     ) -> Routed:
         """Call a tool anywhere in the mesh within `timeout` (default: the node's call timeout).
         `caller` is who asked, for the call log: "mcp" (the MCP endpoint) or "node";
@@ -125,15 +126,19 @@ class MeshView:
             if self.router.local.get(name) is not None:
                 record.own, record.provider = True, LOCAL  # refused or failed here, by this node
             try:
-                routed = await self.router.call(name, dict(arguments), deadline=deadline, trace_id=uuid.uuid4().hex)
+                routed = await self.router.call(name, dict(arguments), deadline=deadline, trace_id=uuid.uuid4().hex,
+                                               events=events)
             except PraxisError as exc:
                 record.failed(exc)
                 raise
             record.succeeded(routed.result, routed.provider)
             return routed
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None) -> ToolResult:
-        return (await self.call(name, arguments, caller="mcp", traceparent=traceparent)).result
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None,
+        events: CallEvents = NO_EVENTS,
+    ) -> ToolResult:
+        return (await self.call(name, arguments, caller="mcp", traceparent=traceparent, events=events)).result
 
     async def request(
         self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None

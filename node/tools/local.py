@@ -10,6 +10,7 @@ from typing import Any
 from node.config import ToolContract
 from node.tools.arguments import check_arguments
 from node.tools.engines.base import ExecutionEngine
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import ContractError, EngineUnavailable, PraxisError, TooLarge, ToolExecutionError
 from protocols.messages import ToolResult, ToolSpec
 
@@ -68,7 +69,9 @@ class LocalTools:
         if problems:
             raise ContractError("; ".join(problems))
 
-    async def run(self, name: str, arguments: dict[str, Any], deadline: float) -> ToolResult:
+    async def run(
+        self, name: str, arguments: dict[str, Any], deadline: float, events: CallEvents = NO_EVENTS
+    ) -> ToolResult:
         contract = self._contracts[name]
         size = json_size(arguments)
         if size > self.max_argument_bytes:
@@ -78,7 +81,7 @@ class LocalTools:
         if engine is None:
             raise EngineUnavailable(f"tool {name!r}: engine {contract.engine!r} is not available on this node")
         try:
-            result = await engine.execute(contract, arguments, deadline)
+            result = await engine.execute(contract, arguments, deadline, events)
         except PraxisError:
             raise
         except Exception as exc:  # an engine bug must fail this call, not the node

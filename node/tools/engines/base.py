@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from node.config import ToolContract
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import (
     ContractError,
     EngineUnavailable,
@@ -43,9 +44,14 @@ class ExecutionEngine(Protocol):
         ...
 
     async def execute(
-        self, contract: ToolContract, arguments: dict[str, Any], deadline: float
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResult:
-        """Run the tool; raise a `PraxisError` subclass on failure."""
+        """Run the tool; raise a `PraxisError` subclass on failure.
+
+        `events` is the caller: progress, log messages and questions go there. When the call's
+        scope is cancelled, the run must stop (process group killed, container run cancelled,
+        upstream request cancelled) before this returns."""
         ...
 
     async def aclose(self) -> None:

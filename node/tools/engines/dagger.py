@@ -53,6 +53,7 @@ from node.tools.engines.base import (
 )
 from node.tools.engines.env import arguments_as_env
 from node.tools.engines.process import structured_stdout
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import Busy
 
 log = logging.getLogger("praxis.engine.dagger")
@@ -111,7 +112,10 @@ class DaggerEngine:
             raise ContractError(f"tool {contract.name!r}: " + "; ".join(problems))
         return mounts
 
-    async def execute(self, contract: ToolContract, arguments: dict[str, Any], deadline: float) -> ToolResult:
+    async def execute(
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
+        events: CallEvents = NO_EVENTS,
+    ) -> ToolResult:
         tool = contract.name
         spec = contract.typed_spec(DaggerSpec)
         mounts = self._mounts(contract, spec, must_exist=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 from node.config import ToolContract
 from node.tools.engines.base import ExecutionEngine, ToolResult
+from protocols.call_events import NO_EVENTS, CallEvents
 
 
 class LazyEngine:
@@ -22,8 +23,11 @@ class LazyEngine:
     def check_contract(self, contract: ToolContract) -> None:
         self._get().check_contract(contract)
 
-    async def execute(self, contract: ToolContract, arguments: dict[str, Any], deadline: float) -> ToolResult:
-        return await self._get().execute(contract, arguments, deadline)
+    async def execute(
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
+        events: CallEvents = NO_EVENTS,
+    ) -> ToolResult:
+        return await self._get().execute(contract, arguments, deadline, events)
 
     async def aclose(self) -> None:
         if self._engine is not None:

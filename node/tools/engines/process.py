@@ -28,6 +28,7 @@ from node.tools.engines.base import (
     ToolTimeout,
 )
 from node.tools.engines.env import arguments_as_env
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import TooLarge
 
 log = logging.getLogger("praxis.engine.process")
@@ -45,7 +46,8 @@ class ProcessEngine:
         contract.typed_spec(ProcessSpec, fresh=True)
 
     async def execute(
-        self, contract: ToolContract, arguments: dict[str, Any], deadline: float
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResult:
         if not self.settings.enabled:
             raise EngineUnavailable(

@@ -23,6 +23,7 @@ import trio
 
 from node.config import PythonSpec, ToolContract, import_callable
 from node.tools.engines.base import ContractError, PraxisError, ToolExecutionError, ToolResult, ToolTimeout
+from protocols.call_events import NO_EVENTS, CallEvents
 
 log = logging.getLogger("praxis.engine.python")
 
@@ -65,7 +66,8 @@ class PythonEngine:
         self._callable(contract, fresh=True)
 
     async def execute(
-        self, contract: ToolContract, arguments: dict[str, Any], deadline: float
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResult:
         func = self._callable(contract)
         with trio.move_on_at(deadline) as scope:

@@ -20,6 +20,7 @@ from typing import Any
 from node.config import RemoteMcpSpec, ToolContract
 from node.mcp.clients import McpClientPool, McpServerParams, resolve_stdio_paths
 from node.tools.engines.base import ToolResult
+from protocols.call_events import NO_EVENTS, CallEvents
 
 
 def server_params(contract: ToolContract, base_dir: Path | None = None, *, fresh: bool = False) -> McpServerParams:
@@ -56,10 +57,11 @@ class RemoteMcpEngine:
         self._server(contract, fresh=True)
 
     async def execute(
-        self, contract: ToolContract, arguments: dict[str, Any], deadline: float
+        self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResult:
         return await self.pool.call_tool(
-            self._server(contract), remote_tool_name(contract), arguments, deadline
+            self._server(contract), remote_tool_name(contract), arguments, deadline, events
         )
 
     async def aclose(self) -> None:
