@@ -111,6 +111,13 @@ class PeerUnreachable(PraxisError):
         self.maybe_ran = maybe_ran
 
 
+class Cancelled(PraxisError):
+    """The caller gave up (cancel, Ctrl-C, closed request, vanished peer, stopping node): the
+    work was stopped and the call is not retried anywhere."""
+
+    code = -32009
+
+
 _BY_CODE: dict[int, type[PraxisError]] = {
     cls.code: cls
     for cls in (
@@ -126,6 +133,7 @@ _BY_CODE: dict[int, type[PraxisError]] = {
         TooLarge,
         NoProvider,
         PeerUnreachable,
+        Cancelled,
     )
 }
 
