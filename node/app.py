@@ -19,11 +19,13 @@ import trio
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 from node.config import NodeConfig, ToolContract
 from node.mcp.clients import McpClientPool
 from node.mcp.endpoint import MeshMcpEndpoint
 from node.mcp.upstreams import McpUpstreams
+from node.mesh.announcements import Announcements
 from node.mesh.cards import CardExchange, own_card
 from node.mesh.dialer import Dialer
 from node.mesh.directory import PeerDirectory
@@ -33,13 +35,16 @@ from node.mesh.links import ConnectionEvents, PeerLinks
 from node.mesh.mdns import MdnsBridge
 from node.mesh.origins import OriginCheck, Signer
 from node.mesh.peer_exchange import PeerExchange
+from node.mesh.peer_keeper import PeerKeeper
 from node.mesh.router import Routed, Router, UpstreamTools
 from node.mesh.service import ToolService
 from node.mesh.stats import MeshStats
+from node.mesh.tool_dht import ToolDht
+from node.mesh.tool_lookup import ToolLookup
 from node.mesh.view import MeshView
 from node.runtime.ports import ensure_port_free
 from node.runtime.signals import ChangeSignal
-from node.runtime.tasks import isolated_handler
+from node.runtime.tasks import isolated_handler, start_isolated
 from node.runtime.tracing import Tracing
 from node.tools.engines.base import ExecutionEngine
 from node.tools.engines.lazy import LazyEngine
@@ -56,6 +61,7 @@ from protocols.tool import TOOL_PROTOCOL
 log = logging.getLogger("praxis.node")
 
 STOP_TIMEOUT = 5.0  # for closing the engines when the node stops
+EXPIRE_TICK = 1.0  # how often cards whose announcement ran out are dropped
 
 
 class Node:
@@ -70,6 +76,10 @@ class Node:
     service: ToolService
     cards: CardExchange
     peer_exchange: PeerExchange
+    keeper: PeerKeeper
+    announcements: Announcements | None  # None with p2p.discovery off
+    dht: ToolDht | None
+    lookup: ToolLookup | None
     mesh: MeshView
     mcp_endpoint: MeshMcpEndpoint
 
@@ -119,6 +129,7 @@ class Node:
         self.tools_changed = ChangeSignal().follow(self.directory.changed, self.own_card_changed)
         self.serve_mcp_http = config.mcp.enabled  # `praxis-node mcp` serves stdio instead
         self.mcp_url = ""  # http://127.0.0.1:<port>/mcp once serving
+        self._nursery: trio.Nursery | None = None
 
     # ----- lifetime ----------------------------------------------------------------
 
@@ -135,10 +146,14 @@ class Node:
         self.stats = stats = MeshStats(lambda: self.router.tools(), self.tools_changed)
         self.host = host = build_host(self.key_pair, config.p2p, limits)
         self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds, stats)
+        p2p = config.p2p
         self.dialer = dialer = Dialer(host, self.connections, limits.connect_timeout_seconds,
-                                      config.p2p.dial_backoff_max_seconds)
+                                      p2p.dial_backoff_max_seconds,
+                                      enough=lambda: len(links.connected_peers()) >= p2p.min_peers)
+        self._build_discovery(bootstrap)
         self.router = router = Router(self.local, self.directory, links.call_peer, self.upstreams,
-                                      sign=Signer(self.key_pair, self.peer_id), tracing=self.tracing)
+                                      sign=Signer(self.key_pair, self.peer_id), tracing=self.tracing,
+                                      lookup=self.lookup.find if self.lookup is not None else None)
         self.service = ToolService(config, self.local, router, OriginCheck(self.peer_id), self.limits, stats,
                                    self.upstreams, tracing=self.tracing)
         self.peer_exchange = PeerExchange(links, dialer, self.directory, self.peer_id, self.limits,
@@ -164,8 +179,15 @@ class Node:
                 if self.key_file is not None:
                     held.enter_context(key_file_held(self.key_file))
                 await held.enter_async_context(host.run([listen_multiaddr(config.p2p)]))
+                if self.announcements is not None:
+                    await held.enter_async_context(self.announcements.running())
                 nursery = await held.enter_async_context(trio.open_nursery())
+                self._nursery = nursery
                 await nursery.start(self.cards.run)
+                if self.dht is not None:
+                    await nursery.start(self.dht.run)
+                await nursery.start(self.keeper.run)
+                nursery.start_soon(self._expire_cards)
                 await nursery.start(self.peer_exchange.run)
                 for info in bootstrap:
                     nursery.start_soon(dialer.keep_connected, info)
@@ -180,6 +202,8 @@ class Node:
                 try:
                     yield self
                 finally:
+                    if self.announcements is not None:
+                        await self.announcements.leave()  # before the connections close
                     nursery.cancel_scope.cancel()
                     await links.close()
         finally:
@@ -189,17 +213,54 @@ class Node:
                     await engine.aclose()
             self.tracing.shutdown()
 
+    def _build_discovery(self, bootstrap: list[PeerInfo]) -> None:
+        """The DHT, GossipSub announcements, lookups and the connection keeper (node/mesh/*)."""
+        p2p, host, links = self.config.p2p, self.host, self.links
+        self.announcements = self.dht = self.lookup = None
+        if p2p.discovery:
+            self.announcements = Announcements(
+                host, self.directory, self.own_card, self.own_card_changed, every=p2p.announce_seconds,
+                ttl=p2p.announce_ttl_seconds, heartbeat=p2p.gossip_heartbeat_seconds,
+                per_minute=self.config.limits.max_card_pushes_per_minute,
+            )
+            self.dht = ToolDht(host, lambda: [t.name for t in self.own_card().tools], self.own_card_changed,
+                               refresh=p2p.provide_refresh_seconds, ttl=p2p.provider_ttl_seconds)
+            self.lookup = ToolLookup(self.dht, links, self.directory, self.own_card, self.limits,
+                                     ttl=p2p.announce_ttl_seconds)
+        bootstrap_ids = {info.peer_id.to_string() for info in bootstrap}
+        dht = self.dht
+
+        def candidates() -> list[str]:
+            known = dht.routing_peers() if dht is not None else []
+            return list(dict.fromkeys(known + [e.peer_id for e in self.directory.peers()]))
+
+        self.keeper = PeerKeeper(host, self.dialer, self.connections, max_peers=p2p.max_peers,
+                                 min_peers=p2p.min_peers, backoff_max=p2p.dial_backoff_max_seconds,
+                                 protected=lambda: bootstrap_ids, candidates=candidates)
+
+    async def _expire_cards(self) -> None:
+        """Drop cards whose announcement ran out and that no live connection holds."""
+        while True:
+            await trio.sleep(EXPIRE_TICK)  # a period, not a race workaround
+            for peer_id in self.directory.expire():
+                log.info("peer %s not announced for %g s; its tools are gone", peer_id,
+                         self.config.p2p.announce_ttl_seconds)
+
     def _connected(self, peer_id: str) -> None:
         self.connections.bump()
         self.stats.peer_connected(peer_id)
         self.directory.record_connected(peer_id)
         self.cards.request_exchange(peer_id)
+        if self.dht is not None and self._nursery is not None:
+            start_isolated(self._nursery, f"routing table: {peer_id}", self.dht.add_peer, peer_id)
 
     def _disconnected(self, peer_id: str) -> None:
         self.connections.bump()
         self.stats.peer_disconnected(peer_id)
         self.cards.forget(peer_id)
-        if self.directory.remove(peer_id):
+        if self.keeper.was_pruned(peer_id):  # we closed it for max_peers: the peer did not leave
+            self.directory.unlink(peer_id)
+        elif self.directory.remove(peer_id):
             log.info("peer %s disconnected; its tools are gone", peer_id)
 
     # ----- what callers use ----------------------------------------------------------

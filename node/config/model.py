@@ -203,8 +203,26 @@ class P2PSection(_Section):
     host: str = "127.0.0.1"
     bootstrap_nodes: list[str] = Field(default_factory=list)
     enable_mdns: bool = True
-    # Ask each new peer whom it knows and dial them: a full mesh from one bootstrap node.
-    peer_exchange: bool = True
+    # Ask each new peer whom it knows and dial some of them (within budgets and max_peers).
+    # Off by default: the DHT and GossipSub announcements find peers and tools without a full mesh.
+    peer_exchange: bool = False
+    # Find tools and peers through the Kademlia DHT and GossipSub card announcements. Off: the
+    # node knows only the peers it is connected to (bootstrap, mDNS, peer exchange).
+    discovery: bool = True
+    # Connections kept open at most; calls to further peers use short-lived connections.
+    max_peers: int = Field(default=32, ge=2, le=1024)
+    # Connections the node tries to keep (dialling peers its DHT routing table knows).
+    min_peers: int = Field(default=4, ge=0, le=1024)
+    # GossipSub: how often this node re-announces its card; a card not renewed within
+    # `announce_ttl_seconds` (and not held over a live connection) is dropped.
+    announce_seconds: float = Field(default=15.0, gt=0)
+    announce_ttl_seconds: float = Field(default=50.0, gt=0)
+    # GossipSub heartbeat (py-libp2p's default is 120 s).
+    gossip_heartbeat_seconds: int = Field(default=1, ge=1, le=60)
+    # Kademlia DHT: provider records for this node's tools are re-announced this often and
+    # expire this long after their last announcement (py-libp2p's defaults: 22 h / 48 h).
+    provide_refresh_seconds: float = Field(default=30.0, gt=0)
+    provider_ttl_seconds: float = Field(default=90.0, gt=0)
     # Where the node's Ed25519 key lives (relative to the config file's folder).
     key_file: str = "identity.key"
     # How often peers' cards are fetched again even without a change notice.

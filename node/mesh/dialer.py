@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable
 
 import trio
 from libp2p.abc import IHost
@@ -30,8 +31,14 @@ def is_connected(host: IHost | None, peer_id: str) -> bool:
 
 
 class Dialer:
-    def __init__(self, host: IHost, connections: ChangeSignal, connect_timeout: float, backoff_max: float) -> None:
+    def __init__(
+        self, host: IHost, connections: ChangeSignal, connect_timeout: float, backoff_max: float,
+        enough: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.host = host
+        # True while the node holds enough connections: a dropped bootstrap peer is then not
+        # redialled (it may have pruned us for its own bound; redialling would churn).
+        self.enough = enough
         self.connections = connections  # bumped by the node on every connect and disconnect
         self.connect_timeout = connect_timeout
         self.backoff_max = backoff_max
@@ -56,7 +63,7 @@ class Dialer:
         backoff = INITIAL_BACKOFF
         while True:
             version = self.connections.version
-            if is_connected(self.host, target):
+            if is_connected(self.host, target) or (target in self.tried and self.enough()):
                 self._mark_tried(target)
                 backoff = INITIAL_BACKOFF
                 await self.connections.wait_past(version)
@@ -69,6 +76,9 @@ class Dialer:
             log.info("bootstrap peer %s unreachable: %s; retrying in %.1f s", target, problem, backoff)
             await trio.sleep(backoff)  # backoff between dials, not a race workaround
             backoff = min(backoff * 2, self.backoff_max)
+
+    def is_connected(self, peer_id: str) -> bool:
+        return is_connected(self.host, peer_id)
 
     async def dial(self, info: PeerInfo) -> None:
         """Dial a discovered peer once, unless already connected."""

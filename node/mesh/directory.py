@@ -44,6 +44,10 @@ class PeerEntry:
     # Per tool: its definition's fingerprint, and when this peer first offered that definition.
     fingerprints: dict[str, str] = field(default_factory=dict)
     first_seen: dict[str, float] = field(default_factory=dict)
+    # Linked: the card came over a live connection (card exchange), kept while it lasts.
+    # Announced: the card came from GossipSub or a DHT lookup, kept until `announced_until`.
+    linked: bool = True
+    announced_until: float = -math.inf
 
 
 @dataclass(frozen=True)
@@ -65,16 +69,29 @@ class PeerDirectory:
         self._health: dict[str, ProviderHealth] = {}
         self.changed = ChangeSignal()
 
-    def update(self, card: Card) -> bool:
-        """Store a peer's card; True when it changed the peer's tool set or name."""
+    def update(self, card: Card, *, announced_until: float | None = None) -> bool:
+        """Store a peer's card; True when it changed the peer's tool set or name.
+
+        Without `announced_until` the card came over a live connection (linked); with it, from
+        an announcement or a lookup, and it is kept until then unless renewed.
+        """
         old = self._peers.get(card.peer_id)
         if old is not None and card.timestamp < old.card.timestamp:
+            if announced_until is not None:  # still proves the peer alive: renew, keep the newer card
+                old.announced_until = max(old.announced_until, announced_until)
             return False  # an older card that arrived late
         tools = {spec.name: spec for spec in card.tools}
         if old is None:  # a peer that (re)joins starts with a clean record
             self._health[card.peer_id] = ProviderHealth()
         now = trio.current_time()
         entry = PeerEntry(card.peer_id, card, now, tools)
+        if old is not None:
+            entry.linked, entry.announced_until = old.linked, old.announced_until
+        if announced_until is None:
+            entry.linked = True
+        else:
+            entry.linked = entry.linked and old is not None
+            entry.announced_until = max(entry.announced_until, announced_until)
         for name, spec in tools.items():
             fingerprint = spec.fingerprint()
             entry.fingerprints[name] = fingerprint
@@ -97,6 +114,33 @@ class PeerDirectory:
             return False
         self.changed.bump()
         return True
+
+    def renew(self, peer_id: str, announced_until: float) -> bool:
+        """The peer announced the card we hold again: keep it longer. False if we hold none."""
+        entry = self._peers.get(peer_id)
+        if entry is None:
+            return False
+        entry.announced_until = max(entry.announced_until, announced_until)
+        return True
+
+    def unlink(self, peer_id: str) -> bool:
+        """The connection to a peer closed but the peer was not seen leaving (this node pruned
+        the connection): keep its card while its announcement lasts. True when it was removed."""
+        entry = self._peers.get(peer_id)
+        if entry is None:
+            return False
+        entry.linked = False
+        if entry.announced_until > trio.current_time():
+            return False
+        return self.remove(peer_id)
+
+    def expire(self) -> list[str]:
+        """Drop cards neither linked nor announced recently; the peer IDs dropped."""
+        now = trio.current_time()
+        gone = [pid for pid, e in self._peers.items() if not e.linked and e.announced_until <= now]
+        for peer_id in gone:
+            self.remove(peer_id)
+        return gone
 
     def get(self, peer_id: str) -> PeerEntry | None:
         return self._peers.get(peer_id)

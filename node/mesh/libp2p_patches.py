@@ -104,3 +104,47 @@ def forget_failed_dial(host: IHost, peer: ID) -> None:
     cache = getattr(host.get_network(), "_negative_peer_cache", None)
     if cache is not None:
         cache.evict(str(peer))
+
+
+def bound_provider_store(store: Any, *, ttl: float, max_keys: int) -> None:
+    """Give one DHT provider store a record lifetime and a size bound.
+
+    **Provider records live 48 h (py-libp2p 0.8.1, `kad_dht/provider_store.py`).** The lifetime
+    is the module constant `PROVIDER_RECORD_EXPIRATION_INTERVAL`, read by every store in the
+    process, so a node that left was still offered for two days; and `add_provider` stores any
+    number of keys a peer announces. On this store instance only: `get_providers` (what lookups
+    and GET_PROVIDERS answers read) first drops records older than `ttl`, and `add_provider`
+    refuses a new key once `max_keys` keys are held (after dropping expired records).
+    Test: `tests/hardening/test_discovery_hostile.py::test_provider_records_expire_after_the_ttl`
+    (fails without it: the record is still served after its TTL).
+    """
+    import time
+
+    get_providers = store.get_providers
+    add_provider = store.add_provider
+
+    def drop_expired(key: bytes | None = None) -> None:
+        cutoff = time.time() - ttl
+        keys = [key] if key is not None else list(store.providers)
+        for k in keys:
+            records = store.providers.get(k)
+            if records is None:
+                continue
+            for peer in [p for p, r in records.items() if r.timestamp < cutoff]:
+                del records[peer]
+            if not records:
+                del store.providers[k]
+
+    def bounded_get_providers(key: bytes) -> Any:
+        drop_expired(key)
+        return get_providers(key)
+
+    def bounded_add_provider(key: bytes, provider: Any) -> None:
+        if key not in store.providers and len(store.providers) >= max_keys:
+            drop_expired()
+            if len(store.providers) >= max_keys:
+                return  # full: a flood of keys cannot grow this node's memory
+        add_provider(key, provider)
+
+    store.get_providers = bounded_get_providers
+    store.add_provider = bounded_add_provider

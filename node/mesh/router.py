@@ -77,6 +77,8 @@ class MeshTool:
 
 
 Signer = Callable[[str, str, dict[str, Any], int], CallOrigin]  # (target, tool, arguments, expires_ms)
+ToolFinder = Callable[[str, float], Awaitable[bool]]  # (tool, deadline) -> found
+LOOKUP_SHARE = 0.5  # of the time left, at most, spent looking an unknown tool up
 
 
 def variant_name(tool: str, peer_id: str) -> str:
@@ -93,8 +95,11 @@ class Router:
         upstreams: UpstreamTools | None = None,
         sign: Signer | None = None,
         tracing: Tracing | None = None,
+        lookup: ToolFinder | None = None,
     ) -> None:
         self.local = local
+        # Finds providers of a tool no peer is known to offer (the DHT; node/mesh/tool_lookup.py).
+        self.lookup = lookup
         self.directory = directory
         self.call_peer = call_peer
         self.upstreams = upstreams
@@ -180,6 +185,13 @@ class Router:
         tried: list[str] = []
         refusals: list[PraxisError] = []  # typed "did not run" answers from providers
         providers = self.peer_providers(name, exclude)
+        if not providers and self.lookup is not None and hops == 0:
+            # A tool no peer is known to offer: ask the DHT (only for this node's own calls, so a
+            # peer's calls cannot make this node search the mesh for names of its choosing).
+            now = trio.current_time()
+            if await self.lookup(tool, now + (deadline - now) * LOOKUP_SHARE):
+                tool, _ = self._peer_target(name)
+                providers = self.peer_providers(name, exclude)
         for peer_id in providers:
             if trio.current_time() >= deadline:
                 raise ToolTimeout(f"tool {name!r}: deadline passed after trying {', '.join(tried)}")

@@ -1,0 +1,191 @@
+"""Card announcements over GossipSub (py-libp2p's `libp2p.pubsub`), topic `/praxis/cards/1.0.0`.
+
+A node publishes its own card when it starts, whenever its tools change, every
+`p2p.announce_seconds`, and (`leaving`) when it stops. GossipSub signs each message with the
+publisher's key and checks that signature on every hop (`strict_signing`); this module refuses
+a card that names anyone but the signer, so an announcement is as much proof as a card
+exchanged over a Noise connection. A card learnt this way is kept `p2p.announce_ttl_seconds`
+after its last announcement (`PeerDirectory.update(..., announced_until=...)`).
+
+A change therefore reaches the whole mesh through GossipSub's mesh of a few peers each
+(degree 6), never by a push to every peer. Bounds, enforced in the topic validator before a
+message is forwarded: one message at most `MAX_ANNOUNCEMENT_BYTES`; per signer at most
+`limits.max_card_pushes_per_minute` announcements a minute (the rest are dropped and not
+forwarded); the card must parse within the wire limits. Pubsub itself caps an inbound RPC at
+`MAX_RPC_BYTES` and accepts subscriptions to this topic only.
+
+py-libp2p defaults changed here: heartbeat 120 s -> `p2p.gossip_heartbeat_seconds` (1 s);
+peer exchange on PRUNE on (`do_px`), so a node pruned from a mesh learns other peers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import trio
+from libp2p.abc import IHost, ISubscriptionAPI
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from node.mesh.directory import PeerDirectory
+from node.mesh.libp2p_patches import forget_failed_dial
+from node.mesh.peer_addresses import remember_card_addrs
+from node.runtime.rate import RateWindow
+from node.runtime.signals import ChangeSignal
+from protocols.announce import CARDS_TOPIC, MAX_ANNOUNCEMENT_BYTES, decode_announcement, encode_announcement
+from protocols.errors import PraxisError, TooLarge
+from protocols.messages import Card
+
+log = logging.getLogger("praxis.announce")
+
+MAX_RPC_BYTES = 2 * MAX_ANNOUNCEMENT_BYTES  # one pubsub RPC frame (py-libp2p's default: 1 MiB)
+LEAVE_TIMEOUT = 1.0  # for the leaving announcement when the node stops
+SEEN_SIGNERS = 4096  # last-message cache entries kept at most
+
+
+class Announcements:
+    def __init__(
+        self,
+        host: IHost,
+        directory: PeerDirectory,
+        card: Callable[[], Card],
+        own_card_changed: ChangeSignal,
+        *,
+        every: float,
+        ttl: float,
+        heartbeat: int,
+        per_minute: int,
+    ) -> None:
+        self.host = host
+        self.directory = directory
+        self.card = card
+        self.own_card_changed = own_card_changed
+        self.every = every
+        self.ttl = ttl
+        self.own_id = host.get_id().to_string()
+        self.rate = RateWindow(per_minute)
+        self.refused = 0  # announcements dropped by the validator (for tests and /metrics)
+        self._last: dict[str, bytes] = {}  # signer -> its last accepted message data
+        self._seq = 0
+        self.router = GossipSub(
+            [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
+            heartbeat_interval=heartbeat, heartbeat_initial_delay=0.1, do_px=True, px_peers_count=8,
+        )
+        self.pubsub = Pubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC_BYTES,
+                             max_subscriptions_per_peer=4, allowed_topics={CARDS_TOPIC})
+        self.pubsub.set_topic_validator(CARDS_TOPIC, self._validate, False)
+        self._started = False
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run pubsub and the router; announce until the block ends, then say we are leaving."""
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(background_trio_service(self.pubsub))
+            await stack.enter_async_context(background_trio_service(self.router))
+            await self.pubsub.wait_until_ready()
+            subscription = await self.pubsub.subscribe(CARDS_TOPIC)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            nursery.start_soon(self._receive, subscription)
+            nursery.start_soon(self._announce)
+            self._started = True
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+                await self.leave()
+
+    async def publish_now(self, *, leaving: bool = False) -> bool:
+        """Publish this node's card; False when it is too big to announce (peers fetch it instead)."""
+        self._seq += 1
+        try:
+            data = encode_announcement(self.card(), leaving=leaving, seq=self._seq)
+        except TooLarge as exc:
+            log.info("card not announced over GossipSub: %s", exc.message)
+            return False
+        await self.pubsub.publish(CARDS_TOPIC, data)
+        return True
+
+    async def _announce(self) -> None:
+        seen = self.own_card_changed.version
+        while True:
+            await self.publish_now()
+            with trio.move_on_after(self.every):  # the period, or sooner when our tools change
+                seen = await self.own_card_changed.wait_past(seen)
+
+    async def leave(self) -> None:
+        """Tell the mesh this node is stopping (once; best effort within `LEAVE_TIMEOUT`)."""
+        if not self._started:
+            return
+        self._started = False
+        with trio.move_on_after(LEAVE_TIMEOUT) as scope:
+            scope.shield = True
+            try:
+                await self.publish_now(leaving=True)
+            except Exception as exc:  # a node stopping: peers will drop the card at its expiry
+                log.debug("leaving announcement not sent: %s", type(exc).__name__)
+
+    def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """GossipSub's topic validator: False drops the message and stops its forwarding."""
+        signer = _peer_id(msg.from_id)
+        if signer is None or len(msg.data) > MAX_ANNOUNCEMENT_BYTES:
+            return self._refuse("malformed or too large")
+        if signer == self.own_id:
+            return True
+        if not self.rate.try_take(signer):
+            return self._refuse("over the rate limit")
+        if self._last.get(signer) == msg.data:
+            return True  # the same card again: already checked
+        try:
+            decode_announcement(msg.data, signer)
+        except PraxisError:
+            return self._refuse("invalid")
+        return True
+
+    def _refuse(self, why: str) -> bool:
+        self.refused += 1
+        if self.refused <= 20 or self.refused % 1000 == 0:
+            log.info("announcement dropped (%s); %d dropped so far", why, self.refused)
+        return False
+
+    async def _receive(self, subscription: ISubscriptionAPI) -> None:
+        while True:
+            msg = await subscription.get()
+            signer = _peer_id(msg.from_id)
+            if signer is None or signer == self.own_id:
+                continue
+            self._apply(signer, msg.data)
+
+    def _apply(self, signer: str, data: bytes) -> None:
+        until = trio.current_time() + self.ttl
+        same = self._last.get(signer) == data
+        if same and self.directory.renew(signer, until):
+            return  # the same card again: only its lease grows
+        try:
+            announcement = decode_announcement(data, signer)
+        except PraxisError:
+            return  # the validator let it through only if valid; a race with a changed limit
+        if announcement.leaving:
+            self._last.pop(signer, None)
+            if self.directory.remove(signer):
+                log.info("peer %s (%s) left; its tools are gone", announcement.card.name, signer)
+            return
+        if len(self._last) >= SEEN_SIGNERS and signer not in self._last:
+            self._last.clear()
+        self._last[signer] = data
+        remember_card_addrs(self.host, announcement.card, self.ttl)
+        forget_failed_dial(self.host, ID.from_base58(signer))  # seen alive: may be dialled again
+        if self.directory.update(announcement.card, announced_until=until):
+            card = announcement.card
+            log.info("peer %s (%s) announces %d tool(s)", card.name, signer, len(card.tools))
+
+
+def _peer_id(raw: bytes) -> str | None:
+    try:
+        return ID(raw).to_string()
+    except Exception:  # not a multihash peer ID
+        return None

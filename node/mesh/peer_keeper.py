@@ -1,0 +1,146 @@
+"""Bounded connections that heal: at most `p2p.max_peers` connections kept, at least
+`p2p.min_peers` sought.
+
+Every `TICK` seconds (and whenever a connection opens or closes):
+- over `max_peers`: close the connections over the bound, never a bootstrap peer's and never
+  one with a tool call on it; the newest first (short-lived connections opened for calls and
+  DHT queries go before the long-held ones GossipSub's mesh is built on). The directory keeps
+  a pruned peer's card while its announcement lasts (`PeerDirectory.unlink`);
+- under `min_peers`: dial peers the DHT's routing table or the directory knows, each with its
+  own exponential backoff (`INITIAL_BACKOFF` .. `p2p.dial_backoff_max_seconds`), lifting
+  py-libp2p's failed-dial block before each dial (node/mesh/dialer.py). A partition heals the
+  same way: any connection across it lets the DHT and GossipSub spread both sides' records.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from node.mesh.dialer import Dialer
+from node.runtime.signals import ChangeSignal
+
+log = logging.getLogger("praxis.peers")
+
+TICK = 2.0
+INITIAL_BACKOFF = 1.0
+DIALS_PER_TICK = 4
+MAX_BACKOFF_ENTRIES = 4096
+
+
+class PeerKeeper:
+    def __init__(
+        self,
+        host: IHost,
+        dialer: Dialer,
+        connections: ChangeSignal,
+        *,
+        max_peers: int,
+        min_peers: int,
+        backoff_max: float,
+        protected: Callable[[], set[str]],
+        candidates: Callable[[], list[str]],
+    ) -> None:
+        self.host = host
+        self.dialer = dialer
+        self.connections = connections
+        self.max_peers = max_peers
+        self.min_peers = min(min_peers, max_peers)
+        self.backoff_max = backoff_max
+        self.protected = protected  # bootstrap peers: never pruned
+        self.candidates = candidates  # peers worth a connection, best first
+        self.pruned: set[str] = set()  # closed by this keeper (their disconnect is not a departure)
+        self.prunes = 0
+        self._backoff: dict[str, tuple[float, float]] = {}  # peer -> (next try, current backoff)
+        self._opened: dict[str, float] = {}  # peer -> when we first saw its connection
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                seen = self.connections.version
+                await self._prune()
+                self._seek(nursery)
+                with trio.move_on_after(TICK):
+                    await self.connections.wait_past(seen)
+
+    def was_pruned(self, peer_id: str) -> bool:
+        """Was the last connection to `peer_id` closed by this keeper? (Asked once, on disconnect.)"""
+        self._opened.pop(peer_id, None)
+        if peer_id in self.pruned:
+            self.pruned.discard(peer_id)
+            return True
+        return False
+
+    def _connected(self) -> list[str]:
+        network = self.host.get_network()
+        now = trio.current_time()
+        out = []
+        for peer in list(network.connections):
+            if network.get_connections(peer):
+                text = peer.to_string()
+                self._opened.setdefault(text, now)
+                out.append(text)
+        return out
+
+    async def _prune(self) -> None:
+        connected = self._connected()
+        excess = len(connected) - self.max_peers
+        if excess <= 0:
+            return
+        protected = self.protected()
+        choices = [p for p in connected if p not in protected and not self._busy(p)]
+        choices.sort(key=lambda p: self._opened.get(p, math.inf), reverse=True)  # newest first
+        for peer_id in choices[:excess]:
+            self.pruned.add(peer_id)
+            self.prunes += 1
+            try:
+                await self.host.disconnect(ID.from_base58(peer_id))
+            except Exception as exc:  # already closing
+                log.debug("pruning %s: %s", peer_id, type(exc).__name__)
+        log.debug("pruned %d connection(s) over p2p.max_peers=%d", min(excess, len(choices)), self.max_peers)
+
+    def _busy(self, peer_id: str) -> bool:
+        """A tool call is running on one of this peer's connections."""
+        for conn in self.host.get_network().get_connections(ID.from_base58(peer_id)):
+            for stream in conn.get_streams():
+                protocol = str(stream.get_protocol() or "")
+                if protocol.startswith("/praxis/tool/"):
+                    return True
+        return False
+
+    def _seek(self, nursery: trio.Nursery) -> None:
+        connected = set(self._connected())
+        if len(connected) >= self.min_peers:
+            return
+        now = trio.current_time()
+        own = self.host.get_id().to_string()
+        dials = 0
+        for peer_id in self.candidates():
+            if dials >= DIALS_PER_TICK or len(connected) + dials >= self.min_peers:
+                break
+            if peer_id == own or peer_id in connected:
+                continue
+            next_try, backoff = self._backoff.get(peer_id, (-math.inf, INITIAL_BACKOFF))
+            if next_try > now:
+                continue
+            addrs = self.host.get_peerstore().addrs(ID.from_base58(peer_id))
+            if not addrs:
+                continue
+            if len(self._backoff) >= MAX_BACKOFF_ENTRIES:
+                self._backoff.clear()
+            self._backoff[peer_id] = (now + backoff, min(backoff * 2, self.backoff_max))
+            dials += 1
+            nursery.start_soon(self._dial, PeerInfo(ID.from_base58(peer_id), addrs[:4]))
+
+    async def _dial(self, info: PeerInfo) -> None:
+        await self.dialer.dial(info)
+        if self.dialer.is_connected(info.peer_id.to_string()):
+            self._backoff.pop(info.peer_id.to_string(), None)

@@ -1,0 +1,124 @@
+"""Tool discovery through py-libp2p's Kademlia DHT (`libp2p.kad_dht`, protocol `/ipfs/kad/1.0.0`).
+
+Every node runs the DHT in server mode. For each tool it serves (its own and its shared MCP
+servers') it announces a provider record under `tool_key(name)`: `/praxis/tool/` and the
+SHA-256 of the name, so any name maps to a short key of one shape. Records are re-announced
+every `p2p.provide_refresh_seconds` and expire `p2p.provider_ttl_seconds` after they were
+stored (py-libp2p's 22 h / 48 h would offer a node that left for two days).
+
+A node looks a tool up when a call names a tool it does not know (the router asks
+`find_providers`), then fetches the providers' cards over `/praxis/card/1.0.0`.
+
+Bounds around the library's handlers: values are refused in every namespace (this mesh stores
+only provider records; `strict_validation` with a validator that refuses everything), the
+provider store holds at most `MAX_PROVIDER_KEYS` keys (py-libp2p caps providers per key at 20
+and ADD_PROVIDER messages at 10 per peer per 10 s, and its inbound handlers at 12), and every
+lookup has a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.records.validator import NamespacedValidator, Validator
+
+from node.mesh.libp2p_patches import bound_provider_store
+from node.runtime.signals import ChangeSignal
+
+log = logging.getLogger("praxis.dht")
+
+TOOL_NAMESPACE = "praxis-tool"
+MAX_PROVIDER_KEYS = 4096  # distinct keys this node stores provider records for
+LOOKUP_PROVIDERS = 8  # providers asked for in one lookup
+
+
+def tool_key(name: str) -> str:
+    """The DHT key of a tool name (namespaced, fixed length whatever the name)."""
+    return f"/{TOOL_NAMESPACE}/" + hashlib.sha256(name.encode()).hexdigest()
+
+
+class _NoValues(Validator):
+    """This mesh stores no values in the DHT: every PUT_VALUE is refused."""
+
+    def validate(self, key: str, value: bytes) -> None:
+        raise ValueError("this DHT stores no values")
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        return 0
+
+
+class ToolDht:
+    def __init__(
+        self,
+        host: IHost,
+        tool_names: Callable[[], list[str]],
+        own_card_changed: ChangeSignal,
+        *,
+        refresh: float,
+        ttl: float,
+    ) -> None:
+        self.host = host
+        self.tool_names = tool_names
+        self.own_card_changed = own_card_changed
+        self.refresh = refresh
+        self.ttl = ttl
+        validator = NamespacedValidator({TOOL_NAMESPACE: _NoValues()}, strict_validation=True)
+        self.dht = KadDHT(host, DHTMode.SERVER, validator=validator, validator_changed=True,
+                          strict_validation=True)
+        bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS)
+        self.provided: set[str] = set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep this node's provider records fresh until cancelled (the DHT service runs beside)."""
+        from libp2p.tools.anyio_service import background_trio_service
+
+        async with background_trio_service(self.dht):
+            task_status.started()
+            seen = self.own_card_changed.version
+            while True:
+                await self.provide_all()
+                with trio.move_on_after(self.refresh):
+                    seen = await self.own_card_changed.wait_past(seen)
+
+    async def provide_all(self) -> None:
+        names = sorted(set(self.tool_names()))
+        for name in names:
+            try:
+                with trio.move_on_after(self.refresh):
+                    await self.dht.provide(tool_key(name))
+            except Exception as exc:  # a failed announcement: the next refresh tries again
+                log.debug("provide %s failed: %s", name, type(exc).__name__)
+        gone = self.provided - set(names)
+        for name in gone:  # stop re-announcing it; its records expire after the TTL
+            self.dht.provider_store.providing_keys.discard(tool_key(name).encode())
+        self.provided = set(names)
+
+    async def add_peer(self, peer_id: str) -> None:
+        """A connected peer may serve the DHT: let the routing table consider it."""
+        try:
+            await self.dht.add_peer(ID.from_base58(peer_id))
+        except Exception as exc:  # a peer without a usable address: not in the table
+            log.debug("routing table: %s not added: %s", peer_id, type(exc).__name__)
+
+    async def find_providers(self, name: str, deadline: float) -> list[str]:
+        """Peers other than this node with a live provider record for `name`, within the deadline."""
+        own = self.host.get_id()
+        found: list[str] = []
+        with trio.move_on_at(deadline):
+            infos = await self.dht.find_providers(tool_key(name), LOOKUP_PROVIDERS)
+            for info in infos:
+                if info.peer_id != own and info.peer_id.to_string() not in found:
+                    if info.addrs:
+                        self.host.get_peerstore().add_addrs(info.peer_id, info.addrs[:4], int(self.ttl))
+                    found.append(info.peer_id.to_string())
+        return found
+
+    def routing_peers(self) -> list[str]:
+        return [p.to_string() for p in self.dht.routing_table.get_peer_ids()]
