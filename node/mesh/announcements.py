@@ -45,6 +45,7 @@ log = logging.getLogger("praxis.announce")
 
 MAX_RPC_BYTES = 2 * MAX_ANNOUNCEMENT_BYTES  # one pubsub RPC frame (py-libp2p's default: 1 MiB)
 LEAVE_TIMEOUT = 1.0  # for the leaving announcement when the node stops
+FLUSH_POLL = 0.01
 SEEN_SIGNERS = 4096  # last-message cache entries kept at most
 
 
@@ -125,9 +126,19 @@ class Announcements:
         with trio.move_on_after(LEAVE_TIMEOUT) as scope:
             scope.shield = True
             try:
-                await self.publish_now(leaving=True)
+                if await self.publish_now(leaving=True):
+                    await self._flushed()
             except Exception as exc:  # a node stopping: peers will drop the card at its expiry
                 log.debug("leaving announcement not sent: %s", type(exc).__name__)
+
+    async def _flushed(self) -> None:
+        """Until pubsub's outbound queues are empty (the leaving message is on the wire): the
+        caller closes every connection next, which would drop what is still queued."""
+        for _ in range(int(LEAVE_TIMEOUT / FLUSH_POLL)):  # bounded; the caller's timeout too
+            if not any(len(queue) for queue in self.pubsub.peer_queues.values()):
+                break
+            await trio.sleep(FLUSH_POLL)  # pubsub offers no event for an empty queue
+        await trio.sleep(0)  # let the writer that popped the last message finish its write
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """GossipSub's topic validator: False drops the message and stops its forwarding."""

@@ -1,8 +1,8 @@
 """Tool discovery through py-libp2p's Kademlia DHT (`libp2p.kad_dht`, protocol `/ipfs/kad/1.0.0`).
 
 Every node runs the DHT in server mode. For each tool it serves (its own and its shared MCP
-servers') it announces a provider record under `tool_key(name)`: `/praxis/tool/` and the
-SHA-256 of the name, so any name maps to a short key of one shape. Records are re-announced
+servers') it announces a provider record under `tool_key(name)`: `/praxis-tool/` and the
+SHA-256 of the name, as a multihash (see `tool_key`). Records are re-announced
 every `p2p.provide_refresh_seconds` and expire `p2p.provider_ttl_seconds` after they were
 stored (py-libp2p's 22 h / 48 h would offer a node that left for two days).
 
@@ -40,8 +40,14 @@ LOOKUP_PROVIDERS = 8  # providers asked for in one lookup
 
 
 def tool_key(name: str) -> str:
-    """The DHT key of a tool name (namespaced, fixed length whatever the name)."""
-    return f"/{TOOL_NAMESPACE}/" + hashlib.sha256(name.encode()).hexdigest()
+    """The DHT key of a tool name: a SHA2-256 multihash (hex) of `/praxis-tool/<name>`.
+
+    Namespaced by the prefix inside the hash, fixed length whatever the name, and a valid
+    multihash: py-libp2p's FIND_NODE handler refuses longer keys that are not one, which made
+    provider walks stop at the first hop with a textual key.
+    """
+    digest = hashlib.sha256(f"/{TOOL_NAMESPACE}/{name}".encode()).digest()
+    return (bytes([0x12, 0x20]) + digest).hex()
 
 
 class _NoValues(Validator):
@@ -97,7 +103,7 @@ class ToolDht:
                 log.debug("provide %s failed: %s", name, type(exc).__name__)
         gone = self.provided - set(names)
         for name in gone:  # stop re-announcing it; its records expire after the TTL
-            self.dht.provider_store.providing_keys.discard(tool_key(name).encode())
+            self.dht.provider_store.providing_keys.discard(bytes.fromhex(tool_key(name)))
         self.provided = set(names)
 
     async def add_peer(self, peer_id: str) -> None:
