@@ -23,6 +23,7 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
 
 from node.mesh.dialer import Dialer
 from node.runtime.signals import ChangeSignal
@@ -131,7 +132,7 @@ class PeerKeeper:
             next_try, backoff = self._backoff.get(peer_id, (-math.inf, INITIAL_BACKOFF))
             if next_try > now:
                 continue
-            addrs = self.host.get_peerstore().addrs(ID.from_base58(peer_id))
+            addrs = self._addrs(peer_id)
             if not addrs:
                 continue
             if len(self._backoff) >= MAX_BACKOFF_ENTRIES:
@@ -139,6 +140,13 @@ class PeerKeeper:
             self._backoff[peer_id] = (now + backoff, min(backoff * 2, self.backoff_max))
             dials += 1
             nursery.start_soon(self._dial, PeerInfo(ID.from_base58(peer_id), addrs[:4]))
+
+    def _addrs(self, peer_id: str) -> list[Multiaddr]:
+        """Where the peerstore says the peer listens (nothing for an unknown or malformed ID)."""
+        try:
+            return list(self.host.get_peerstore().addrs(ID.from_base58(peer_id)))
+        except Exception:  # PeerStoreError for an unknown peer; base58 errors for a bad ID
+            return []
 
     async def _dial(self, info: PeerInfo) -> None:
         await self.dialer.dial(info)

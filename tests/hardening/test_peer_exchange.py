@@ -5,6 +5,9 @@
 9. One list made 136 TCP connects to an address the attacker chose. Now each list causes
    at most `dial_budget.PER_LIST` dials, one address per listed peer, within per-source,
    per-host, per-address and total budgets a minute.
+
+Peer exchange is off by default since issue 13 (the DHT and GossipSub find peers and tools);
+these tests switch it on (`p2p.peer_exchange: true`), where it keeps every bound above.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def fake_peer_id() -> str:
 async def test_a_peer_list_with_a_bad_peer_id_does_not_end_the_node(tmp_path):
     async with attacker([]) as evil:
         evil.peer_list = {"peers": [{"peerId": "0OIl"}]}
-        config = write_config(tmp_path / "victim", "victim", [py_tool("echo", "echo", ECHO_PARAMS)], [evil.addr])
+        config = write_config(tmp_path / "victim", "victim", [py_tool("echo", "echo", ECHO_PARAMS)], [evil.addr],
+                              p2p={"peer_exchange": True})
         async with node_process(config) as (proc, ready):
             with trio.fail_after(20):
                 await evil.served.wait()  # the node asked for the list and got it
@@ -60,7 +64,7 @@ async def test_one_peer_list_causes_a_bounded_number_of_dials():
                    for pid in (fake_peer_id() for _ in range(32))]
         async with attacker([]) as evil:
             evil.peer_list = {"peers": records}
-            victim = make_node(node_config("victim", bootstrap=[evil.addr],
+            victim = make_node(node_config("victim", bootstrap=[evil.addr], p2p={"peer_exchange": True},
                                            limits={"connect_timeout_seconds": 2}))
             async with watching("praxis.dialer", r"discovered peer \S+ unreachable") as failed, \
                     watching("praxis.node", r"dial budget spent") as refused, victim.running():
