@@ -20,6 +20,7 @@ peer exchange on PRUNE on (`do_px`), so a node pruned from a mesh learns other p
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -46,6 +47,9 @@ log = logging.getLogger("praxis.announce")
 MAX_RPC_BYTES = 2 * MAX_ANNOUNCEMENT_BYTES  # one pubsub RPC frame (py-libp2p's default: 1 MiB)
 LEAVE_TIMEOUT = 1.0  # for the leaving announcement when the node stops
 FLUSH_POLL = 0.01
+# Right after start GossipSub has no mesh yet and an announcement may reach nobody: repeat it
+# after these delays (seconds) before settling to `p2p.announce_seconds`.
+EARLY_REPEATS = (1.0, 2.0, 4.0)
 SEEN_SIGNERS = 4096  # last-message cache entries kept at most
 
 
@@ -72,6 +76,7 @@ class Announcements:
         self.rate = RateWindow(per_minute)
         self.refused = 0  # announcements dropped by the validator (for tests and /metrics)
         self._last: dict[str, bytes] = {}  # signer -> its last accepted message data
+        self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
         self._seq = 0
         self.router = GossipSub(
             [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
@@ -113,9 +118,9 @@ class Announcements:
 
     async def _announce(self) -> None:
         seen = self.own_card_changed.version
-        while True:
+        for delay in itertools.chain(EARLY_REPEATS, itertools.repeat(self.every)):  # for the node's life
             await self.publish_now()
-            with trio.move_on_after(self.every):  # the period, or sooner when our tools change
+            with trio.move_on_after(min(delay, self.every)):  # the period, or sooner on a change
                 seen = await self.own_card_changed.wait_past(seen)
 
     async def leave(self) -> None:
@@ -138,7 +143,7 @@ class Announcements:
             if not any(len(queue) for queue in self.pubsub.peer_queues.values()):
                 break
             await trio.sleep(FLUSH_POLL)  # pubsub offers no event for an empty queue
-        await trio.sleep(0)  # let the writer that popped the last message finish its write
+        await trio.lowlevel.checkpoint()  # the writer that popped the last message finishes its write
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """GossipSub's topic validator: False drops the message and stops its forwarding."""
@@ -149,12 +154,14 @@ class Announcements:
             return True
         if not self.rate.try_take(signer):
             return self._refuse("over the rate limit")
-        if self._last.get(signer) == msg.data:
-            return True  # the same card again: already checked
-        try:
-            decode_announcement(msg.data, signer)
-        except PraxisError:
-            return self._refuse("invalid")
+        if self._last.get(signer) != msg.data:  # else the same card again: already checked
+            try:
+                decode_announcement(msg.data, signer)
+            except PraxisError:
+                return self._refuse("invalid")
+        if len(self.received_via) >= SEEN_SIGNERS:
+            self.received_via.clear()
+        self.received_via[signer] = forwarder.to_string()
         return True
 
     def _refuse(self, why: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost
+from libp2p.kad_dht.common import BUCKET_SIZE
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.validator import NamespacedValidator, Validator
@@ -80,18 +81,25 @@ class ToolDht:
                           strict_validation=True)
         bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS)
         self.provided: set[str] = set()
+        self._kick = ChangeSignal()  # provide again soon
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Keep this node's provider records fresh until cancelled (the DHT service runs beside)."""
         from libp2p.tools.anyio_service import background_trio_service
 
-        async with background_trio_service(self.dht):
+        async with background_trio_service(self.dht), trio.open_nursery() as nursery:
             task_status.started()
-            seen = self.own_card_changed.version
-            while True:
-                await self.provide_all()
-                with trio.move_on_after(self.refresh):
-                    seen = await self.own_card_changed.wait_past(seen)
+            self._kick.follow(self.own_card_changed)
+            nursery.start_soon(self._provide_when_kicked)
+
+    async def _provide_when_kicked(self) -> None:
+        """Provide now, again every `refresh` seconds, and whenever our tools change or the
+        routing table is still filling (a provider record is only as good as the peers holding it)."""
+        seen = self._kick.version
+        while True:
+            await self.provide_all()
+            with trio.move_on_after(self.refresh):
+                seen = await self._kick.wait_past(seen)
 
     async def provide_all(self) -> None:
         names = sorted(set(self.tool_names()))
@@ -109,9 +117,12 @@ class ToolDht:
     async def add_peer(self, peer_id: str) -> None:
         """A connected peer may serve the DHT: let the routing table consider it."""
         try:
-            await self.dht.add_peer(ID.from_base58(peer_id))
+            added = await self.dht.add_peer(ID.from_base58(peer_id))
         except Exception as exc:  # a peer without a usable address: not in the table
             log.debug("routing table: %s not added: %s", peer_id, type(exc).__name__)
+            return
+        if added and self.dht.routing_table.size() <= BUCKET_SIZE:
+            self._kick.bump()  # a small table just grew: our records belong with the new peer too
 
     async def find_providers(self, name: str, deadline: float) -> list[str]:
         """Peers other than this node with a live provider record for `name`, within the deadline."""
