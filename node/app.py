@@ -34,6 +34,7 @@ from node.mesh.identity import key_file_held, load_or_create_identity
 from node.mesh.links import ConnectionEvents, PeerLinks
 from node.mesh.mdns import MdnsBridge
 from node.mesh.origins import OriginCheck, Signer
+from node.mesh.peer_addresses import remember_card_addrs
 from node.mesh.peer_exchange import PeerExchange
 from node.mesh.peer_keeper import PeerKeeper
 from node.mesh.router import Routed, Router, UpstreamTools
@@ -161,7 +162,7 @@ class Node:
         self.cards = CardExchange(
             links, self.directory, self.own_card, self.limits,
             pushes_per_minute=limits.max_card_pushes_per_minute, refresh_seconds=config.p2p.card_refresh_seconds,
-            own_card_changed=self.own_card_changed, new_peer=self.peer_exchange.discover_through,
+            own_card_changed=self.own_card_changed, new_peer=self._first_card,
         )
         self.mesh = MeshView(router, self.directory, stats, name=config.agent.name, version=config.agent.version,
                              peer_id=self.peer_id, card=self.own_card, peer_list=self.peer_exchange.peer_list,
@@ -253,6 +254,15 @@ class Node:
         self.cards.request_exchange(peer_id)
         if self.dht is not None and self._nursery is not None:
             start_isolated(self._nursery, f"routing table: {peer_id}", self.dht.add_peer, peer_id)
+
+    def _first_card(self, peer_id: str) -> None:
+        """A connected peer's first card arrived: ask it whom it knows (peer exchange, if on), and
+        give the DHT its addresses (an inbound peer's are often not known before its card)."""
+        self.peer_exchange.discover_through(peer_id)
+        entry = self.directory.get(peer_id)
+        if self.dht is not None and self._nursery is not None and entry is not None:
+            if remember_card_addrs(self.host, entry.card, self.config.p2p.announce_ttl_seconds):
+                start_isolated(self._nursery, f"routing table: {peer_id}", self.dht.add_peer, peer_id)
 
     def _disconnected(self, peer_id: str) -> None:
         self.connections.bump()

@@ -26,6 +26,7 @@ canary that fails once the library no longer leaks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -106,7 +107,7 @@ def forget_failed_dial(host: IHost, peer: ID) -> None:
         cache.evict(str(peer))
 
 
-def bound_provider_store(store: Any, *, ttl: float, max_keys: int) -> None:
+def bound_provider_store(store: Any, *, ttl: float, max_keys: int, added: Callable[[], None] = lambda: None) -> None:
     """Give one DHT provider store a record lifetime and a size bound.
 
     **Provider records live 48 h (py-libp2p 0.8.1, `kad_dht/provider_store.py`).** The lifetime
@@ -114,7 +115,8 @@ def bound_provider_store(store: Any, *, ttl: float, max_keys: int) -> None:
     process, so a node that left was still offered for two days; and `add_provider` stores any
     number of keys a peer announces. On this store instance only: `get_providers` (what lookups
     and GET_PROVIDERS answers read) first drops records older than `ttl`, and `add_provider`
-    refuses a new key once `max_keys` keys are held (after dropping expired records).
+    refuses a new key once `max_keys` keys are held (after dropping expired records); `added` is
+    called after each record stored.
     Test: `tests/hardening/test_discovery_hostile.py::test_provider_records_expire_after_the_ttl`
     (fails without it: the record is still served after its TTL).
     """
@@ -145,6 +147,7 @@ def bound_provider_store(store: Any, *, ttl: float, max_keys: int) -> None:
             if len(store.providers) >= max_keys:
                 return  # full: a flood of keys cannot grow this node's memory
         add_provider(key, provider)
+        added()
 
     store.get_providers = bounded_get_providers
     store.add_provider = bounded_add_provider

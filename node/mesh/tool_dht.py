@@ -79,7 +79,9 @@ class ToolDht:
         validator = NamespacedValidator({TOOL_NAMESPACE: _NoValues()}, strict_validation=True)
         self.dht = KadDHT(host, DHTMode.SERVER, validator=validator, validator_changed=True,
                           strict_validation=True)
-        bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS)
+        self.records_changed = ChangeSignal()  # a provider record was stored here
+        bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS,
+                             added=self.records_changed.bump)
         self.provided: set[str] = set()
         self._kick = ChangeSignal()  # provide again soon
 
@@ -136,6 +138,11 @@ class ToolDht:
                         self.host.get_peerstore().add_addrs(info.peer_id, info.addrs[:4], int(self.ttl))
                     found.append(info.peer_id.to_string())
         return found
+
+    def holds_record(self, name: str, provider: str) -> bool:
+        """Does this node store a live provider record of `provider` for tool `name`?"""
+        infos = self.dht.provider_store.get_providers(bytes.fromhex(tool_key(name)))
+        return any(info.peer_id.to_string() == provider for info in infos)
 
     def routing_peers(self) -> list[str]:
         return [p.to_string() for p in self.dht.routing_table.get_peer_ids()]

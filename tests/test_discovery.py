@@ -1,0 +1,190 @@
+"""Issue 13: a mesh that grows and heals, on py-libp2p's own Kademlia DHT and GossipSub.
+
+Real nodes in one trio process, over 127.0.0.1, Noise + yamux: a tool on a node never connected
+is found through the DHT and called; a card change crosses three GossipSub hops; thirty nodes
+keep to `p2p.max_peers`; a restarted peer and a partitioned mesh heal.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import PeerInfo
+
+from node.app import Node
+from protocols.errors import PeerUnreachable, ToolTimeout
+from tests.helpers import ECHO_PARAMS, node_config, py_tool, wait_until
+
+
+def discovering(name: str, tools: list[dict[str, Any]] | None = None, bootstrap: list[str] | None = None,
+                key_pair: Any = None, **p2p: Any) -> Node:
+    """A node with discovery on and its own choice of p2p settings (peer exchange stays off)."""
+    config = node_config(name, tools, bootstrap, p2p={"peer_exchange": False, **p2p})
+    return Node(config, key_pair=key_pair or create_new_key_pair())
+
+
+def knows(node: Node, tool: str) -> bool:
+    return tool in node.router.tools()
+
+
+async def test_a_tool_on_a_node_never_connected_is_found_through_the_dht_and_called(figures):
+    quiet = {"announce_seconds": 3600, "min_peers": 1}  # no announcement after start-up: only the DHT
+    async with AsyncExitStack() as stack:
+        c = discovering("c", [py_tool("far_echo", "echo", ECHO_PARAMS)], **quiet)
+        await stack.enter_async_context(c.running())
+        b = discovering("b", bootstrap=c.addrs[:1], **quiet)
+        await stack.enter_async_context(b.running())
+        assert c.dht is not None and b.dht is not None
+        # C's provider record is stored on B once B is in C's routing table.
+        b_dht = b.dht
+        await wait_until(lambda: b_dht.holds_record("far_echo", c.peer_id), b_dht.records_changed, timeout=15)
+        a = discovering("a", bootstrap=b.addrs[:1], **quiet)
+        await stack.enter_async_context(a.running())
+        await wait_until(lambda: b.peer_id in a.connected_peers(), a.connections)
+        assert not knows(a, "far_echo") and c.peer_id not in a.connected_peers()
+        assert a.lookup is not None and a.lookup.lookups == 0
+        started = trio.current_time()
+        routed = await a.call("far_echo", {"text": "found"}, timeout=20)
+        took = trio.current_time() - started
+        assert routed.provider == c.peer_id and routed.result.text_output() == "found"
+        assert a.lookup.lookups == 1 and knows(a, "far_echo")
+        figures(f"discovery: a tool on a node never connected found through the DHT and called in {took:.3f} s")
+
+
+async def test_a_card_change_reaches_a_node_three_hops_away_through_gossipsub(figures):
+    chain = {"min_peers": 1, "max_peers": 2, "provide_refresh_seconds": 3600}
+    async with AsyncExitStack() as stack:
+        d = discovering("d", **chain)
+        await stack.enter_async_context(d.running())
+        nodes = [d]
+        for name in ("c", "b", "a"):  # a - b - c - d
+            node = discovering(name, bootstrap=nodes[-1].addrs[:1], **chain)
+            await stack.enter_async_context(node.running())
+            nodes.append(node)
+        a = nodes[-1]
+        assert a.announcements is not None
+        await wait_until(lambda: a.directory.get(d.peer_id) is not None, a.directory.changed, timeout=20)
+        started = trio.current_time()
+        d.add_tool(_contract("new_tool"))
+        await wait_until(lambda: knows(a, "new_tool"), a.directory.changed, timeout=10)
+        took = trio.current_time() - started
+        assert a.announcements.received_via[d.peer_id] != d.peer_id  # forwarded, not sent by D itself
+        routed = await a.call("new_tool", {"text": "three hops"}, timeout=20)
+        assert routed.provider == d.peer_id and routed.result.text_output() == "three hops"
+        figures(f"discovery: a card change reached a node 3 hops away through GossipSub in {took:.3f} s")
+
+
+def _contract(name: str) -> Any:
+    from node.config import parse_config
+
+    config = parse_config({"agent": {"name": "x", "tools": [py_tool(name, "echo", ECHO_PARAMS)]}}, env={})
+    return config.agent.tools[0]
+
+
+async def test_thirty_nodes_keep_to_max_peers_and_every_node_calls_every_tool(figures):
+    count, bound = 30, 8
+    settings = {"max_peers": bound, "min_peers": 3, "announce_seconds": 5, "announce_ttl_seconds": 30}
+    async with AsyncExitStack() as stack:
+        first = discovering("n0", [py_tool("t0", "echo", ECHO_PARAMS)], **settings)
+        await stack.enter_async_context(first.running())
+        nodes = [first]
+        started = trio.current_time()
+        for i in range(1, count):
+            node = discovering(f"n{i}", [py_tool(f"t{i}", "echo", ECHO_PARAMS)], bootstrap=first.addrs[:1],
+                               **settings)
+            await stack.enter_async_context(node.running())
+            nodes.append(node)
+        up = trio.current_time()
+        names = {f"t{i}" for i in range(count)}
+        for node in nodes:
+            await wait_until(lambda n=node: names <= set(n.router.tools()), node.directory.changed, timeout=90)
+        known = trio.current_time()
+        # Connections settle under the bound (extra ones, from DHT walks, are pruned within a tick).
+        with trio.fail_after(30):
+            while max(len(n.connected_peers()) for n in nodes) > bound:
+                await nodes[0].connections.wait_past(nodes[0].connections.version)
+        peak = max(len(n.connected_peers()) for n in nodes)
+        # Every node calls a tool of a node it may never have been connected to.
+        for i, node in enumerate(nodes):
+            target = (i + count // 2) % count
+            routed = await node.call(f"t{target}", {"text": str(i)}, timeout=20)
+            assert routed.result.text_output() == str(i) and routed.provider == nodes[target].peer_id
+        with trio.fail_after(30):  # the call connections are short-lived
+            while max(len(n.connected_peers()) for n in nodes) > bound:
+                await nodes[0].connections.wait_past(nodes[0].connections.version)
+        counts = [len(n.connected_peers()) for n in nodes]
+        assert max(counts) <= bound and peak <= bound
+        figures("discovery: " + json.dumps({
+            "nodes": count, "max_peers": bound, "start_seconds": round(up - started, 1),
+            "all_tools_known_after_last_start_seconds": round(known - up, 1),
+            "connections_max": max(counts), "connections_median": statistics.median(counts),
+            "pruned": sum(n.keeper.prunes for n in nodes)}))
+
+
+async def test_a_restarted_peer_is_called_again_within_seconds(figures):
+    async with AsyncExitStack() as stack:
+        a = discovering("a")
+        await stack.enter_async_context(a.running())
+        c = discovering("c", bootstrap=a.addrs[:1])
+        await stack.enter_async_context(c.running())
+        key = create_new_key_pair()
+        b = discovering("b", [py_tool("b_echo", "echo", ECHO_PARAMS)], bootstrap=a.addrs[:1], key_pair=key)
+        b_stack = AsyncExitStack()
+        await b_stack.enter_async_context(b.running())
+        port = int(b.addrs[0].split("/tcp/")[1].split("/")[0])
+        await wait_until(lambda: knows(c, "b_echo"), c.directory.changed, timeout=20)
+        assert (await c.call("b_echo", {"text": "before"})).provider == b.peer_id
+        await b_stack.aclose()
+        await wait_until(lambda: not knows(c, "b_echo"), c.directory.changed, timeout=10)
+        # C tries B while it is down: py-libp2p now refuses to dial B for about a minute.
+        with pytest.raises((PeerUnreachable, ToolTimeout)):  # a failed dial fills the failed-dial cache
+            await c.request_peer(b.peer_id, "b_echo", {"text": "down"}, timeout=3)
+        assert c.host.get_network()._negative_peer_cache.is_blocked(str(b.peer_id))  # type: ignore[attr-defined]
+        again = discovering("b", [py_tool("b_echo", "echo", ECHO_PARAMS)], bootstrap=a.addrs[:1], key_pair=key,
+                            port=port)
+        await stack.enter_async_context(again.running())
+        restarted = trio.current_time()
+        await wait_until(lambda: knows(c, "b_echo"), c.directory.changed, timeout=5)
+        routed = await c.call("b_echo", {"text": "after"}, timeout=5)
+        took = trio.current_time() - restarted
+        assert routed.provider == b.peer_id and routed.result.text_output() == "after"
+        assert took < 5
+        figures(f"discovery: a restarted peer was called again {took:.2f} s after its start")
+
+
+async def test_a_partitioned_mesh_merges_when_a_link_appears(figures):
+    settings = {"announce_seconds": 2, "announce_ttl_seconds": 10, "min_peers": 2}
+    async with AsyncExitStack() as stack:
+        groups: list[list[Node]] = []
+        for g in ("x", "y"):
+            first = discovering(f"{g}0", [py_tool(f"{g}_0", "echo", ECHO_PARAMS)], **settings)
+            await stack.enter_async_context(first.running())
+            group = [first]
+            for i in (1, 2):
+                node = discovering(f"{g}{i}", [py_tool(f"{g}_{i}", "echo", ECHO_PARAMS)],
+                                   bootstrap=first.addrs[:1], **settings)
+                await stack.enter_async_context(node.running())
+                group.append(node)
+            groups.append(group)
+        for g, group in zip("xy", groups, strict=True):
+            for node in group:
+                await wait_until(lambda n=node, g=g: {f"{g}_0", f"{g}_1", f"{g}_2"} <= set(n.router.tools()),
+                                 node.directory.changed, timeout=20)
+        x, y = groups
+        assert not any(knows(node, "y_0") for node in x) and not any(knows(node, "x_0") for node in y)
+        started = trio.current_time()
+        with trio.fail_after(10):  # the partition ends: one link between the groups
+            await y[2].host.connect(PeerInfo(x[1].host.get_id(), x[1].host.get_addrs()))
+        names = {f"{g}_{i}" for g in "xy" for i in range(3)}
+        for node in x + y:
+            await wait_until(lambda n=node: names <= set(n.router.tools()), node.directory.changed, timeout=20)
+        took = trio.current_time() - started
+        assert (await x[0].call("y_0", {"text": "merged"}, timeout=10)).provider == y[0].peer_id
+        assert (await y[0].call("x_2", {"text": "merged"}, timeout=10)).provider == x[2].peer_id
+        figures(f"discovery: two groups of 3 merged {took:.2f} s after one link appeared")
