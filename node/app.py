@@ -222,7 +222,7 @@ class Node:
             self.announcements = Announcements(
                 host, self.directory, self.own_card, self.own_card_changed, every=p2p.announce_seconds,
                 ttl=p2p.announce_ttl_seconds, heartbeat=p2p.gossip_heartbeat_seconds,
-                per_minute=self.config.limits.max_card_pushes_per_minute,
+                per_minute=self.config.limits.max_card_pushes_per_minute, max_peers=p2p.max_peers,
             )
             self.dht = ToolDht(host, lambda: [t.name for t in self.own_card().tools], self.own_card_changed,
                                refresh=p2p.provide_refresh_seconds, ttl=p2p.provider_ttl_seconds)
@@ -235,9 +235,15 @@ class Node:
             known = dht.routing_peers() if dht is not None else []
             return list(dict.fromkeys(known + [e.peer_id for e in self.directory.peers()]))
 
+        announcements = self.announcements
+
+        def protected() -> set[str]:
+            mesh = announcements.mesh_peers() if announcements is not None else set()
+            return bootstrap_ids | mesh
+
         self.keeper = PeerKeeper(host, self.dialer, self.connections, max_peers=p2p.max_peers,
                                  min_peers=p2p.min_peers, backoff_max=p2p.dial_backoff_max_seconds,
-                                 protected=lambda: bootstrap_ids, candidates=candidates)
+                                 protected=protected, candidates=candidates)
 
     async def _expire_cards(self) -> None:
         """Drop cards whose announcement ran out and that no live connection holds."""
@@ -270,8 +276,15 @@ class Node:
         self.cards.forget(peer_id)
         if self.keeper.was_pruned(peer_id):  # we closed it for max_peers: the peer did not leave
             self.directory.unlink(peer_id)
-        elif self.directory.remove(peer_id):
+        elif self.directory.unlink(peer_id, trio.current_time() + self._departure_grace()):
             log.info("peer %s disconnected; its tools are gone", peer_id)
+
+    def _departure_grace(self) -> float:
+        """How long the card of a peer that closed our connection stays offered: a live peer
+        (which may only have pruned us) re-announces within `announce_seconds`; one that left
+        said so (its leaving announcement) or is dropped after this. Without discovery: at once."""
+        p2p = self.config.p2p
+        return p2p.announce_seconds + 2.0 if p2p.discovery else 0.0
 
     # ----- what callers use ----------------------------------------------------------
 

@@ -14,8 +14,11 @@ message is forwarded: one message at most `MAX_ANNOUNCEMENT_BYTES`; per signer a
 forwarded); the card must parse within the wire limits. Pubsub itself caps an inbound RPC at
 `MAX_RPC_BYTES` and accepts subscriptions to this topic only.
 
-py-libp2p defaults changed here: heartbeat 120 s -> `p2p.gossip_heartbeat_seconds` (1 s);
-peer exchange on PRUNE on (`do_px`), so a node pruned from a mesh learns other peers.
+py-libp2p defaults changed here: heartbeat 120 s -> `p2p.gossip_heartbeat_seconds` (1 s); the
+mesh degree fits `p2p.max_peers` (`gossip_degrees`). Peer exchange on PRUNE (`do_px`) was
+considered and stays off: py-libp2p dials every peer a PRUNE names, outside the node's
+connection bound; in a 30-node test it kept connections churning (hundreds of prunes a minute).
+New peers come from the DHT's routing table instead (node/mesh/peer_keeper.py).
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ FLUSH_POLL = 0.01
 # after these delays (seconds) before settling to `p2p.announce_seconds`.
 EARLY_REPEATS = (1.0, 2.0, 4.0)
 SEEN_SIGNERS = 4096  # last-message cache entries kept at most
+# py-libp2p's GossipSub drops messages past 10 a second per *forwarding* peer and topic: a peer
+# relays everyone's announcements, so with 30 nodes starting together half the cards were lost.
+# Raised here; what bounds a publisher is the per-signer limit in the topic validator.
+RELAYED_PER_SECOND = 200.0
 
 
 class Announcements:
@@ -65,6 +72,7 @@ class Announcements:
         ttl: float,
         heartbeat: int,
         per_minute: int,
+        max_peers: int,
     ) -> None:
         self.host = host
         self.directory = directory
@@ -78,9 +86,11 @@ class Announcements:
         self._last: dict[str, bytes] = {}  # signer -> its last accepted message data
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
         self._seq = 0
+        degree, low, high = gossip_degrees(max_peers)
         self.router = GossipSub(
-            [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
-            heartbeat_interval=heartbeat, heartbeat_initial_delay=0.1, do_px=True, px_peers_count=8,
+            [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID], degree=degree, degree_low=low, degree_high=high,
+            heartbeat_interval=heartbeat, heartbeat_initial_delay=0.1, do_px=False,
+            max_messages_per_topic_per_second=RELAYED_PER_SECOND,
         )
         self.pubsub = Pubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC_BYTES,
                              max_subscriptions_per_peer=4, allowed_topics={CARDS_TOPIC})
@@ -104,6 +114,10 @@ class Announcements:
             finally:
                 nursery.cancel_scope.cancel()
                 await self.leave()
+
+    def mesh_peers(self) -> set[str]:
+        """The peers GossipSub's mesh for the cards topic runs through now."""
+        return {peer.to_string() for peer in self.router.mesh.get(CARDS_TOPIC, ())}
 
     async def publish_now(self, *, leaving: bool = False) -> bool:
         """Publish this node's card; False when it is too big to announce (peers fetch it instead)."""
@@ -200,6 +214,15 @@ class Announcements:
         if self.directory.update(announcement.card, announced_until=until):
             card = announcement.card
             log.info("peer %s (%s) announces %d tool(s)", card.name, signer, len(card.tools))
+
+
+def gossip_degrees(max_peers: int) -> tuple[int, int, int]:
+    """GossipSub's mesh degree (D, D_low, D_high) within the node's connection bound: the libp2p
+    defaults (6, 4, 12) when `max_peers` leaves room, else smaller, so the mesh never needs
+    more connections than the node keeps."""
+    high = max(2, min(12, max_peers * 3 // 4))
+    degree = max(1, min(6, high // 2))
+    return degree, max(1, min(4, degree - 1)), high
 
 
 def _peer_id(raw: bytes) -> str | None:

@@ -123,13 +123,14 @@ class PeerDirectory:
         entry.announced_until = max(entry.announced_until, announced_until)
         return True
 
-    def unlink(self, peer_id: str) -> bool:
-        """The connection to a peer closed but the peer was not seen leaving (this node pruned
-        the connection): keep its card while its announcement lasts. True when it was removed."""
+    def unlink(self, peer_id: str, keep_until: float = math.inf) -> bool:
+        """The connection to a peer closed: keep its card while its announcement lasts, and no
+        longer than `keep_until`. True when the card was removed."""
         entry = self._peers.get(peer_id)
         if entry is None:
             return False
         entry.linked = False
+        entry.announced_until = min(entry.announced_until, keep_until)
         if entry.announced_until > trio.current_time():
             return False
         return self.remove(peer_id)

@@ -2,10 +2,10 @@
 `p2p.min_peers` sought.
 
 Every `TICK` seconds (and whenever a connection opens or closes):
-- over `max_peers`: close the connections over the bound, never a bootstrap peer's and never
-  one with a tool call on it; the newest first (short-lived connections opened for calls and
-  DHT queries go before the long-held ones GossipSub's mesh is built on). The directory keeps
-  a pruned peer's card while its announcement lasts (`PeerDirectory.unlink`);
+- over `max_peers`: close the connections over the bound, never a bootstrap peer's, a GossipSub
+  mesh peer's, one with a tool call on it or one younger than `GRACE`; the newest first
+  (short-lived connections opened for calls and DHT queries go before long-held ones). The
+  directory keeps a pruned peer's card while its announcement lasts (`PeerDirectory.unlink`);
 - under `min_peers`: dial peers the DHT's routing table or the directory knows, each with its
   own exponential backoff (`INITIAL_BACKOFF` .. `p2p.dial_backoff_max_seconds`), lifting
   py-libp2p's failed-dial block before each dial (node/mesh/dialer.py). A partition heals the
@@ -31,6 +31,7 @@ from node.runtime.signals import ChangeSignal
 log = logging.getLogger("praxis.peers")
 
 TICK = 2.0
+GRACE = 10.0  # seconds a new connection is never pruned
 INITIAL_BACKOFF = 1.0
 DIALS_PER_TICK = 4
 MAX_BACKOFF_ENTRIES = 4096
@@ -46,7 +47,7 @@ class PeerKeeper:
         max_peers: int,
         min_peers: int,
         backoff_max: float,
-        protected: Callable[[], set[str]],
+        protected: Callable[[], set[str]],  # bootstrap peers and GossipSub mesh peers
         candidates: Callable[[], list[str]],
     ) -> None:
         self.host = host
@@ -97,7 +98,11 @@ class PeerKeeper:
         if excess <= 0:
             return
         protected = self.protected()
-        choices = [p for p in connected if p not in protected and not self._busy(p)]
+        now = trio.current_time()
+        # A connection younger than GRACE is left alone (a DHT walk or a call is likely using it):
+        # pruning it at once only made the walk dial it again.
+        choices = [p for p in connected if p not in protected and not self._busy(p)
+                   and now - self._opened.get(p, now) >= GRACE]
         choices.sort(key=lambda p: self._opened.get(p, math.inf), reverse=True)  # newest first
         for peer_id in choices[:excess]:
             self.pruned.add(peer_id)

@@ -25,7 +25,6 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost
-from libp2p.kad_dht.common import BUCKET_SIZE
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.validator import NamespacedValidator, Validator
@@ -38,6 +37,7 @@ log = logging.getLogger("praxis.dht")
 TOOL_NAMESPACE = "praxis-tool"
 MAX_PROVIDER_KEYS = 4096  # distinct keys this node stores provider records for
 LOOKUP_PROVIDERS = 8  # providers asked for in one lookup
+REPROVIDE_AT_SIZES = (1, 8)  # routing-table sizes at which this node provides again at once
 
 
 def tool_key(name: str) -> str:
@@ -123,8 +123,12 @@ class ToolDht:
         except Exception as exc:  # a peer without a usable address: not in the table
             log.debug("routing table: %s not added: %s", peer_id, type(exc).__name__)
             return
-        if added and self.dht.routing_table.size() <= BUCKET_SIZE:
-            self._kick.bump()  # a small table just grew: our records belong with the new peer too
+        size = self.dht.routing_table.size()
+        if added and size in REPROVIDE_AT_SIZES:
+            # The table grew past a step: our records belong with the new peers too. (Each provide
+            # is a DHT walk that dials up to k peers: on every growth, 30 nodes starting together
+            # kept each other's connections churning.)
+            self._kick.bump()
 
     async def find_providers(self, name: str, deadline: float) -> list[str]:
         """Peers other than this node with a live provider record for `name`, within the deadline."""
