@@ -39,6 +39,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from node.mesh.directory import PeerDirectory
 from node.mesh.libp2p_patches import forget_failed_dial
 from node.mesh.peer_addresses import remember_card_addrs
+from node.mesh.stream_guard import guarded
 from node.runtime.rate import RateWindow
 from node.runtime.signals import ChangeSignal
 from protocols.announce import CARDS_TOPIC, MAX_ANNOUNCEMENT_BYTES, decode_announcement, encode_announcement
@@ -83,6 +84,7 @@ class Announcements:
         self.own_id = host.get_id().to_string()
         self.rate = RateWindow(per_minute)
         self.refused = 0  # announcements dropped by the validator (for tests and /metrics)
+        self.dropped = ChangeSignal()  # bumped with `refused`
         self._last: dict[str, bytes] = {}  # signer -> its last accepted message data
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
         self._seq = 0
@@ -94,6 +96,8 @@ class Announcements:
         )
         self.pubsub = Pubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC_BYTES,
                              max_subscriptions_per_peer=4, allowed_topics={CARDS_TOPIC})
+        for protocol in self.router.get_protocols():  # the library's handler, unable to end the node
+            host.set_stream_handler(protocol, guarded("pubsub", self.pubsub.stream_handler))
         self.pubsub.set_topic_validator(CARDS_TOPIC, self._validate, False)
         self._started = False
 
@@ -180,6 +184,7 @@ class Announcements:
 
     def _refuse(self, why: str) -> bool:
         self.refused += 1
+        self.dropped.bump()
         if self.refused <= 20 or self.refused % 1000 == 0:
             log.info("announcement dropped (%s); %d dropped so far", why, self.refused)
         return False

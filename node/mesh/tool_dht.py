@@ -25,11 +25,13 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost
+from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.validator import NamespacedValidator, Validator
 
 from node.mesh.libp2p_patches import bound_provider_store
+from node.mesh.stream_guard import guarded
 from node.runtime.signals import ChangeSignal
 
 log = logging.getLogger("praxis.dht")
@@ -79,6 +81,7 @@ class ToolDht:
         validator = NamespacedValidator({TOOL_NAMESPACE: _NoValues()}, strict_validation=True)
         self.dht = KadDHT(host, DHTMode.SERVER, validator=validator, validator_changed=True,
                           strict_validation=True)
+        host.set_stream_handler(PROTOCOL_ID, guarded("dht", self.dht.handle_stream))
         self.records_changed = ChangeSignal()  # a provider record was stored here
         bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS,
                              added=self.records_changed.bump)
