@@ -63,6 +63,7 @@ log = logging.getLogger("praxis.node")
 
 STOP_TIMEOUT = 5.0  # for closing the engines when the node stops
 EXPIRE_TICK = 1.0  # how often cards whose announcement ran out are dropped
+DEPARTURE_GRACE = 3.0  # seconds a peer that closed our connection stays offered (see _departure_grace)
 
 
 class Node:
@@ -280,11 +281,11 @@ class Node:
             log.info("peer %s disconnected; its tools are gone", peer_id)
 
     def _departure_grace(self) -> float:
-        """How long the card of a peer that closed our connection stays offered: a live peer
-        (which may only have pruned us) re-announces within `announce_seconds`; one that left
-        said so (its leaving announcement) or is dropped after this. Without discovery: at once."""
-        p2p = self.config.p2p
-        return p2p.announce_seconds + 2.0 if p2p.discovery else 0.0
+        """How long the card of a peer that closed our connection stays offered: a peer that
+        crashed must stop being offered within seconds; one that only pruned us for its own
+        bound comes back with its next announcement (and a call to it meanwhile finds it through
+        the DHT). Without discovery: at once."""
+        return DEPARTURE_GRACE if self.config.p2p.discovery else 0.0
 
     # ----- what callers use ----------------------------------------------------------
 
