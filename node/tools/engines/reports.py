@@ -68,13 +68,13 @@ class ReportReader:
                 self.stderr += piece
             else:
                 self._line += piece
-                if end >= 0:
-                    await self._complete(bytes(self._line))
-                    self._line.clear()
-                elif len(self._line) > MAX_REPORT_LINE:
+                if len(self._line) > MAX_REPORT_LINE:  # too long to be a report
                     self.stderr += self._line
                     self._line.clear()
-                    self._long = True
+                    self._long = end < 0
+                elif end >= 0:
+                    await self._complete(bytes(self._line))
+                    self._line.clear()
             if end >= 0:
                 self._long = False
             if len(self.stderr) > self.limit:
