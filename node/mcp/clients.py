@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.jsonrpc import CONNECTION_CLOSED
 
 from node.config import mcp_server_problem
@@ -52,6 +53,9 @@ from protocols.errors import EngineUnavailable, ToolExecutionError, ToolTimeout
 from protocols.messages import ContentItem, ToolResult
 
 log = logging.getLogger("praxis.mcp.clients")
+# `logging/setLevel` is how every handshake-era server (the ones this pool speaks to, in
+# legacy mode) is told a level; the SDK warns that newer protocol versions drop it.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated", category=MCPDeprecationWarning)
 
 Transport = Literal["streamable-http", "sse", "stdio"]
 TRANSPORTS: tuple[Transport, ...] = ("streamable-http", "sse", "stdio")
