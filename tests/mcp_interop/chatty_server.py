@@ -1,6 +1,7 @@
 """A stdio MCP server (official SDK) that talks during calls and shows what it was told.
 
 `chatter(count)` sends `count` log messages (info, unless `logging/setLevel` asked for less)
+and progress reports, then returns;
 `hang()` writes `started` to $PRAXIS_TEST_HANG_FILE, waits, and writes `cancelled` there when
 the client's `notifications/cancelled` interrupts it; `echo(text)` answers at once.
 """
