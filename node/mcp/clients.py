@@ -464,10 +464,13 @@ class McpClientPool:
         level = self._log_levels.get(conn.params)
         if level is None or client.server_capabilities.logging is None:
             return
-        try:
-            await client.set_logging_level(level)  # type: ignore[arg-type]
-        except MCPError as exc:
-            log.warning("%s: refused the log level (error %s)", conn.params.describe(), exc.code)
+        with trio.move_on_after(self.connect_timeout) as scope:
+            try:
+                await client.set_logging_level(level)  # type: ignore[arg-type]
+            except MCPError as exc:
+                log.warning("%s: refused the log level (error %s)", conn.params.describe(), exc.code)
+        if scope.cancelled_caught:
+            log.warning("%s: no answer to the log level within %g s", conn.params.describe(), self.connect_timeout)
 
     def _client(self, conn: _Connection) -> AbstractAsyncContextManager[mcp.Client]:
         params = conn.params

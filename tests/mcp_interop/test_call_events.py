@@ -109,6 +109,12 @@ async def test_log_and_progress_of_a_call_reach_it_and_the_level_is_passed_on(tm
         quiet = Recorder()
         await pool.call_tool(params, "chatter", {"count": 2}, deadline(), quiet)
         assert quiet.logs == [] and len(quiet.progresses) == 2
+        # A new session to the server (after a loss) gets the same level.
+        pool.forget(params)
+        again = Recorder()
+        await pool.call_tool(params, "chatter", {"count": 2}, deadline(), again)
+        assert again.logs == [] and len(again.progresses) == 2
+        assert pool.sessions_opened == 2
 
 
 async def test_cancelled_call_sends_notifications_cancelled_and_the_session_keeps_serving(tmp_path: Path) -> None:
