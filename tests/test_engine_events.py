@@ -250,3 +250,23 @@ async def test_report_reader_treats_long_lines_as_stderr():
     assert [p.progress for p in inner.progresses] == [2]
     assert bytes(reader.stderr).startswith(b"praxis:progress 1 zzz") and bytes(reader.stderr).endswith(b"\nlast")
     assert parse_progress("inf/3") is None and parse_progress("1/2 x y") == Progress(1, 2, "x y")
+
+
+async def test_cancelling_a_call_through_a_node_kills_the_process_tool(tmp_path):
+    from tests.helpers import make_node, node_config
+
+    pids = tmp_path / "pids"
+    tool = {"name": "sleeper", "engine": "process",
+            "engineSpec": {"command": ["sh", "-c", f"sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait"]}}
+    node = make_node(node_config("cancel", [tool], engines={"process": {"enabled": True}}))
+    async with node.running():
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: node.mesh.call("sleeper", {}, timeout=60, events=Recorder()))
+                pid_list = [int(p) for p in await wait_for_file_lines(pids, 2, trio.current_time() + 20)]
+                cancelled_at = trio.current_time()
+                scope.cancel()
+        deadline = cancelled_at + 0.5
+        while any(alive(p) for p in pid_list) and trio.current_time() < deadline:
+            await trio.sleep(0.01)
+        assert not [p for p in pid_list if alive(p)]
