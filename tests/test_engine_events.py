@@ -270,3 +270,23 @@ async def test_cancelling_a_call_through_a_node_kills_the_process_tool(tmp_path)
         while any(alive(p) for p in pid_list) and trio.current_time() < deadline:
             await trio.sleep(0.01)
         assert not [p for p in pid_list if alive(p)]
+
+
+class BrokenCaller(Recorder):
+    """A caller whose event channel fails (its stream broke): counts the attempts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    async def progress(self, update: Progress) -> None:
+        self.attempts += 1
+        raise RuntimeError("stream gone")
+
+
+async def test_a_caller_that_cannot_take_reports_does_not_fail_the_run():
+    script = "for i in 1 2 3; do echo \"praxis:progress $i\" >&2; done; echo ok"
+    caller = BrokenCaller()
+    result = await engine().execute(proc(["sh", "-c", script]), {}, trio.current_time() + 20, caller)
+    assert result.text_output().strip() == "ok"
+    assert caller.attempts == 1  # tried once, then reports stopped

@@ -72,12 +72,19 @@ class CallInFlight:
         self.post(Progress(progress, total, message))
 
     async def _deliver(self) -> None:
+        broken = False
         async with self._receive:
             async for event in self._receive:
-                if isinstance(event, Progress):
-                    await self.events.progress(event)
-                else:
-                    await self.events.log(event)
+                if broken:
+                    continue  # keep draining so `post` never blocks; the caller is gone
+                try:
+                    if isinstance(event, Progress):
+                        await self.events.progress(event)
+                    else:
+                        await self.events.log(event)
+                except Exception as exc:  # a caller that cannot listen does not fail the call
+                    log.info("a caller stopped taking events: %s", type(exc).__name__)
+                    broken = True
 
     async def run(self, body: Callable[[], Awaitable[T]]) -> T:
         """Run the call's request, delivering queued events meanwhile and the rest after it;

@@ -189,3 +189,12 @@ async def test_through_a_node_remote_mcp_and_python_tools_report_to_the_callers_
         assert routed.result.text_output().strip() == "fine"
         assert process.progresses == [Progress(1, 2, "half")]
         assert process.logs == [LogMessage("notice", "nearly", "tool")]
+
+
+async def test_a_caller_that_cannot_take_events_does_not_fail_the_upstream_call(tmp_path: Path) -> None:
+    from tests.test_engine_events import BrokenCaller
+
+    caller = BrokenCaller()
+    async with McpClientPool() as pool:
+        result = await pool.call_tool(chatty(tmp_path / "notes"), "chatter", {"count": 3}, deadline(), caller)
+    assert result.text_output() == "chatted" and caller.attempts == 1

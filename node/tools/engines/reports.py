@@ -16,9 +16,12 @@ included, is ordinary stderr and stays in the text that error messages quote.
 
 from __future__ import annotations
 
+import logging
 import math
 
 from protocols.call_events import LOG_LEVELS, CallEvents, LogMessage, Progress
+
+log = logging.getLogger("praxis.engine.reports")
 
 MAX_REPORT_LINE = 4096
 PROGRESS = b"praxis:progress "
@@ -56,6 +59,7 @@ class ReportReader:
         self.stderr = bytearray()  # everything that was not a report
         self._line = bytearray()  # the line being read, while it may still be a report
         self._long = False  # inside a line too long to be a report
+        self._broken = False  # the caller's events failed once: stop reporting
 
     async def feed(self, chunk: bytes) -> bool:
         """Take the next bytes of stderr; False once the kept stderr is over `limit`."""
@@ -87,17 +91,29 @@ class ReportReader:
             await self._complete(bytes(self._line))
             self._line.clear()
 
+    async def _report(self, event: Progress | LogMessage) -> None:
+        if self._broken:
+            return
+        try:
+            if isinstance(event, Progress):
+                await self.events.progress(event)
+            else:
+                await self.events.log(event)
+        except Exception as exc:  # a caller that cannot listen does not fail the tool's run
+            log.info("a caller stopped taking reports: %s", type(exc).__name__)
+            self._broken = True
+
     async def _complete(self, line: bytes) -> None:
         if line.startswith(PROGRESS) or line.startswith(LOG):
             rest = line.decode("utf-8", errors="replace")
             if line.startswith(PROGRESS):
                 progress = parse_progress(rest[len(PROGRESS):])
                 if progress is not None:
-                    await self.events.progress(progress)
+                    await self._report(progress)
                     return
             else:
                 message = parse_log(rest[len(LOG):])
                 if message is not None:
-                    await self.events.log(message)
+                    await self._report(message)
                     return
         self.stderr += line
