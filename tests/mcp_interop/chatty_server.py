@@ -4,6 +4,7 @@
 and progress reports, then returns;
 `hang()` writes `started` to $PRAXIS_TEST_HANG_FILE, waits, and writes `cancelled` there when
 the client's `notifications/cancelled` interrupts it; `echo(text)` answers at once.
+Over stdio by default; `chatty_server.py http PORT` serves streamable HTTP on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -63,4 +64,7 @@ def echo(text: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) == 3 and sys.argv[1] == "http":  # `http PORT`: streamable HTTP on 127.0.0.1
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")

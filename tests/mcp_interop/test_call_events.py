@@ -4,7 +4,10 @@ server-everything and a small MCP SDK server of our own (chatty_server.py)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from node.mcp.clients import McpClientPool, McpServerParams
 from node.mcp.session_events import AMBIGUOUS
 from protocols.call_events import ELICITATION, SAMPLING, LogMessage, Progress
 from tests.helpers import make_node, node_config
-from tests.mcp_interop.servers import everything, everything_stdio_command
+from tests.mcp_interop.servers import everything, everything_stdio_command, free_port, wait_for_port
 from tests.test_engine_events import Recorder
 
 CHATTY = Path(__file__).with_name("chatty_server.py")
@@ -35,6 +38,26 @@ def everything_stdio() -> McpServerParams:
 def chatty(hang_file: Path) -> McpServerParams:
     return McpServerParams.build("chatty", command=sys.executable, args=[str(CHATTY)],
                                  env={"PRAXIS_TEST_HANG_FILE": str(hang_file)})
+
+
+@asynccontextmanager
+async def chatty_server(transport: str, notes: Path) -> AsyncIterator[McpServerParams]:
+    """The chatty server over stdio (started by the pool) or streamable HTTP (a process of ours)."""
+    if transport == "stdio":
+        yield chatty(notes)
+        return
+    port = free_port()
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(CHATTY), "http", str(port)], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin", "PRAXIS_TEST_HANG_FILE": str(notes)})
+    try:
+        await wait_for_port(port, process)
+        yield McpServerParams.build("chatty", address=f"http://127.0.0.1:{port}/mcp")
+    finally:
+        process.kill()  # by its PID (the process object)
+        with trio.move_on_after(5):
+            await process.wait()
 
 
 async def lines_of(path: Path, wanted: str, limit: float) -> list[str]:
@@ -95,9 +118,9 @@ async def test_everything_elicitation_answered_and_refused() -> None:
         assert pool.sessions_opened == 1
 
 
-async def test_log_and_progress_of_a_call_reach_it_and_the_level_is_passed_on(tmp_path: Path) -> None:
-    async with McpClientPool() as pool:
-        params = chatty(tmp_path / "notes")
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_log_and_progress_of_a_call_reach_it_and_the_level_is_passed_on(tmp_path: Path, transport: str) -> None:
+    async with McpClientPool() as pool, chatty_server(transport, tmp_path / "notes") as params:
         events = Recorder()
         result = await pool.call_tool(params, "chatter", {"count": 3}, deadline(), events)
         assert result.text_output() == "chatted"
@@ -117,10 +140,12 @@ async def test_log_and_progress_of_a_call_reach_it_and_the_level_is_passed_on(tm
         assert pool.sessions_opened == 2
 
 
-async def test_cancelled_call_sends_notifications_cancelled_and_the_session_keeps_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_cancelled_call_sends_notifications_cancelled_and_the_session_keeps_serving(
+    tmp_path: Path, transport: str
+) -> None:
     notes = tmp_path / "notes"
-    async with McpClientPool() as pool:
-        params = chatty(notes)
+    async with McpClientPool() as pool, chatty_server(transport, notes) as params:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pool.call_tool, params, "hang", {}, deadline(60))
