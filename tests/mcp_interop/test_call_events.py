@@ -16,7 +16,7 @@ import trio
 
 from node.mcp.clients import McpClientPool, McpServerParams
 from node.mcp.session_events import AMBIGUOUS
-from protocols.call_events import ELICITATION, SAMPLING, LogMessage, Progress
+from protocols.call_events import ELICITATION, LOG_LEVELS, SAMPLING, LogMessage, Progress
 from tests.helpers import make_node, node_config
 from tests.mcp_interop.servers import everything, everything_stdio_command, free_port, wait_for_port
 from tests.test_engine_events import Recorder
@@ -223,3 +223,17 @@ async def test_a_caller_that_cannot_take_events_does_not_fail_the_upstream_call(
     async with McpClientPool() as pool:
         result = await pool.call_tool(chatty(tmp_path / "notes"), "chatter", {"count": 3}, deadline(), caller)
     assert result.text_output() == "chatted" and caller.attempts == 1
+
+
+async def test_everything_log_messages_during_a_call_reach_it() -> None:
+    """server-everything's simulated logging sends one message every 5 s: a 6 s call sees one."""
+    async with McpClientPool() as pool:
+        params = everything_stdio()
+        toggled = await pool.call_tool(params, "toggle-simulated-logging", {}, deadline())
+        assert "Started simulated" in toggled.text_output()
+        events = Recorder()
+        await pool.call_tool(params, "trigger-long-running-operation", {"duration": 6, "steps": 3},
+                             deadline(30), events)
+    assert events.logs, "no log message reached the call"
+    assert all(m.level in LOG_LEVELS and "message" in str(m.data).lower() for m in events.logs)
+    assert [p.progress for p in events.progresses] == [1, 2, 3]
