@@ -31,6 +31,7 @@ from pydantic_core import InitErrorDetails
 
 from node.config.engine_specs import (
     ENGINE_SPECS,
+    PYTHON_EVENTS_PARAMETER,
     EngineSpec,
     config_context,
     folder_problem,
@@ -122,6 +123,11 @@ class ToolContract(_Section):
                 message = (f"tool {info.data.get('name', '?')!r}: parameter(s) {clash} are also set by "
                            "engineSpec.env or env_passthrough; a call could never pass them (rename one)")
                 details.append(InitErrorDetails(type=contract_error(message), loc=(), input=None))
+        if engine == "python" and any(p.name == PYTHON_EVENTS_PARAMETER for p in info.data.get("params", [])):
+            message = (f"tool {info.data.get('name', '?')!r}: no parameter may be named "
+                       f"{PYTHON_EVENTS_PARAMETER!r}: the python engine passes the call's events under "
+                       "that name (rename the parameter)")
+            details.append(InitErrorDetails(type=contract_error(message), loc=(), input=None))
         if details:
             raise ValidationError.from_exception_data(cls.__name__, details)
         return spec

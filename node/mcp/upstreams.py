@@ -162,6 +162,20 @@ class McpUpstreams:
             server.wake.set()  # fetch its tool list again: it may be gone for good
             raise
 
+    async def set_logging_level(self, level: str, deadline: float) -> None:
+        """Pass an MCP client's `logging/setLevel` on to every forwarded server (and to their
+        later sessions); a server that cannot take it is logged and skipped."""
+
+        async def one(server: Any) -> None:
+            try:
+                await self.pool.set_logging_level(server.params, level, deadline)
+            except PraxisError as exc:
+                log.info("%s: log level not set: %s", server.params.describe(), type(exc).__name__)
+
+        async with trio.open_nursery() as nursery:
+            for server in self._servers.values():
+                nursery.start_soon(one, server)
+
     # ----- fetching ------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
