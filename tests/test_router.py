@@ -26,7 +26,9 @@ class ScriptedPeers:
         self.answers = answers
         self.calls: list[tuple[str, ToolRequest]] = []
 
-    async def __call__(self, peer_id: str, request: ToolRequest, deadline: float, events: object = None) -> ToolResponse:
+    async def __call__(
+        self, peer_id: str, request: ToolRequest, deadline: float, events: object = None
+    ) -> ToolResponse:
         self.calls.append((peer_id, request))
         answer = self.answers[peer_id]
         if isinstance(answer, Exception):
