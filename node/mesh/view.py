@@ -136,9 +136,12 @@ class MeshView:
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None,
-        events: CallEvents = NO_EVENTS,
+        events: CallEvents = NO_EVENTS, timeout: float | None = None,
     ) -> ToolResult:
-        return (await self.call(name, arguments, caller="mcp", traceparent=traceparent, events=events)).result
+        # A client may shorten the deadline, never lengthen it.
+        timeout = min(timeout, self.call_timeout) if timeout is not None else None
+        return (await self.call(name, arguments, caller="mcp", traceparent=traceparent, events=events,
+                                timeout=timeout)).result
 
     async def request(
         self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
