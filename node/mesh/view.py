@@ -144,15 +144,17 @@ class MeshView:
                                 timeout=timeout)).result
 
     async def request(
-        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
+        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResponse:
         """Send a call to one given peer (which serves it or forwards it), bypassing the router's
-        choice; the answer comes back as the peer gave it, errors included."""
+        choice; the answer comes back as the peer gave it, errors included. `events`: where what
+        the tool says while it runs goes."""
         deadline = trio.current_time() + (timeout if timeout is not None else self.call_timeout)
         with self.stats.call(MADE, name, "node") as record:
             record.provider = peer_id
             try:
-                response = await self.router.request(peer_id, name, arguments, deadline)
+                response = await self.router.request(peer_id, name, arguments, deadline, events)
             except PraxisError as exc:
                 record.failed(exc)
                 raise
