@@ -9,6 +9,7 @@ behaviours (`tools()` gives their contracts):
   info, warning, error); returns "done";
 - `ask`: asks the caller a sampling and an elicitation question; returns what each gave
   (the answer, or the refusal's code and message) as structured content;
+- `ask_many`: asks 6 sampling questions at once; returns each one's answer or refusal code;
 - `wait`: reports progress 1 and 2, then waits `seconds` and returns "waited", or reaches the
   deadline first and raises `ToolTimeout`; records a cancel of its scope;
 - `was_cancelled`: waits (at most `seconds`, default 10) until a `wait` was cancelled;
@@ -39,7 +40,7 @@ def tools() -> list[dict[str, Any]]:
     def tool(name: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {"name": name, "engine": "python", "params": params or [],
                 "engineSpec": {"callable": "tests.sample_tools:noop"}}
-    return [tool("talk"), tool("ask"), tool("wait", SECONDS), tool("was_cancelled", SECONDS)]
+    return [tool("talk"), tool("ask"), tool("ask_many"), tool("wait", SECONDS), tool("was_cancelled", SECONDS)]
 
 
 class EventEngine:
@@ -78,6 +79,21 @@ class EventEngine:
             self.asked.append(answers)
             result = ToolResult.text(json.dumps(answers))
             result.structured_content = answers
+            return result
+        if name == "ask_many":
+            outcomes: list[Any] = [None] * 6
+
+            async def one(n: int) -> None:
+                try:
+                    outcomes[n] = (await events.ask(SAMPLING, SAMPLING_PARAMS, deadline))["model"]
+                except AskRefused as exc:
+                    outcomes[n] = exc.code
+
+            async with trio.open_nursery() as nursery:
+                for n in range(6):
+                    nursery.start_soon(one, n)
+            result = ToolResult.text(json.dumps(outcomes))
+            result.structured_content = {"outcomes": outcomes}
             return result
         if name == "wait":
             self.started.set()

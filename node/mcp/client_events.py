@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import mcp_types
@@ -69,6 +70,10 @@ def connection_of(ctx: Any) -> Any:
     return getattr(ctx, "connection", None) or getattr(getattr(ctx, "session", None), "_connection", None)
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _json_size(value: Any) -> int:
     try:
         return len(json.dumps(value, separators=(",", ":"), allow_nan=False))
@@ -99,7 +104,8 @@ class ClientEvents:
     # ----- progress ----------------------------------------------------------------------
 
     async def progress(self, update: Progress) -> None:
-        if self.progress_token is None:
+        if self.progress_token is None or not _finite(update.progress) or \
+                (update.total is not None and not _finite(update.total)):
             return
         last = self._waiting.progress if self._waiting is not None else self._last_progress
         if last is not None and not update.progress > last:

@@ -15,6 +15,15 @@ servers' tools), each with its input schema. MCP tool names must match
 `notifications/tools/list_changed` when that set changes. `tools/call` validates the
 arguments against the tool's schema, then goes through the router like any other call.
 
+During a call the tool speaks to the client that made it (node/mcp/client_events.py): progress
+for its `progressToken`, log messages at the level it set (`logging/setLevel`, per session),
+sampling and elicitation requests it answers. The client ends a call with
+`notifications/cancelled` (the SDK cancels the handler) or by closing the HTTP request that
+carries it (`noting_disconnects` in node/mcp/http.py; the endpoint cancels the call then, which
+the SDK alone would not). The node's call timeout is announced at `initialize`
+(`capabilities.experimental.praxis.callTimeoutSeconds`); a client may shorten one call's
+deadline with `_meta["praxis/timeoutSeconds"]`.
+
 The same HTTP server answers, under the same rule (loopback Host and Origin, or the bearer
 token), these GETs about the node (see `_observing`):
 - `GET /healthz`: 200 `{"status": "ok", "ready": true}` once the node listens and its

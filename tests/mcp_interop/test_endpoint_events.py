@@ -161,6 +161,16 @@ async def test_a_client_error_answer_reaches_the_tool_unchanged() -> None:
                            "elicitation/create": {"code": -32042, "message": "the user said no"}}
 
 
+async def test_questions_pending_at_once_are_bounded_per_call() -> None:
+    heard = Heard()
+    async with event_node() as (node, _):
+        async with mcp.Client(node.mcp_url, mode="legacy", sampling_callback=heard.on_sampling) as client:
+            outcomes = ((await client.call_tool("ask_many", {})).structured_content or {})["outcomes"]
+    # 4 pending at once reach the client; the 5th and 6th, asked meanwhile, are refused as busy.
+    assert sorted(outcomes, key=str) == sorted(["test-model"] * 4 + [-32005] * 2, key=str), outcomes
+    assert len(heard.sampled) == 4
+
+
 # ----- cancellation --------------------------------------------------------------------------
 
 
