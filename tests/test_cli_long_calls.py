@@ -120,6 +120,7 @@ async def test_timeout_is_the_calls_deadline_and_cancels_it() -> None:
         assert out.returncode == EXIT_TOOL_ERROR, err
         assert err.splitlines()[-1] == "error: no result from 'wait' within 2 s (--timeout)"
         assert took < 8, took  # about 2 s plus the CLI's own start, not the tool's 10 s
+        print(f"\nfigure: call --timeout 2 on a 10 s tool: exit 1 after {took:.2f} s")
         with trio.fail_after(5):
             await engine.cancelled.wait()  # the CLI's cancel stopped the work
 
@@ -133,6 +134,7 @@ async def test_without_timeout_the_cli_waits_for_the_nodes_call_timeout() -> Non
         assert out.returncode == EXIT_TOOL_ERROR, err
         assert "timed out" in err.splitlines()[-1] and "--timeout" not in err
         assert 3 <= took < 10, took
+        print(f"\nfigure: call without --timeout, node call timeout 3 s: exit 1 after {took:.2f} s")
         # A call shorter than the node's timeout is never cut.
         out, _ = await cli("call", "--node", node.mcp_url, "wait", "seconds=2")
         assert (out.returncode, out.stdout.decode()) == (0, "waited\n")
