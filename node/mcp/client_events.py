@@ -21,6 +21,7 @@ import logging
 import math
 from typing import Any
 
+import anyio
 import mcp_types
 import trio
 from mcp.server.connection import allowed_log_levels
@@ -131,7 +132,10 @@ class ClientEvents:
             return
         self._last_progress, self._sent_at = update.progress, trio.current_time()
         message = update.message[:1000] if isinstance(update.message, str) else None
-        await self.session.report_progress(update.progress, update.total, message)
+        try:
+            await self.session.report_progress(update.progress, update.total, message)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.debug("progress not delivered: the client's stream is closed")  # the call goes on
 
     # ----- log messages ------------------------------------------------------------------
 
@@ -159,7 +163,10 @@ class ClientEvents:
         notification = mcp_types.LoggingMessageNotification(
             params=mcp_types.LoggingMessageNotificationParams(level=message.level, data=data,  # type: ignore[arg-type]
                                                               logger=logger))
-        await self.session.send_notification(notification, related_request_id=self.ctx.request_id)
+        try:
+            await self.session.send_notification(notification, related_request_id=self.ctx.request_id)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.debug("log message not delivered: the client's stream is closed")  # the call goes on
 
     # ----- questions ---------------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class ClientEvents:
             raise not_supported(method) from None
         except MCPError as exc:
             raise AskRefused(exc.code, exc.message[:1000]) from None
-        except trio.TooSlowError:
+        except (trio.TooSlowError, TimeoutError):
             raise AskRefused(ToolTimeout.code, "the client did not answer before the call's deadline") from None
         except ValidationError:
             raise AskRefused(InvalidArguments.code, f"the client's answer to {method} is not valid") from None
