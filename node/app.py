@@ -47,6 +47,7 @@ from node.tools.engines.process import ProcessEngine
 from node.tools.engines.python import PythonEngine
 from node.tools.engines.remote_mcp import RemoteMcpEngine
 from node.tools.local import LocalTools
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.card import CARD_PROTOCOL
 from protocols.messages import Card, ToolResponse, ToolSpec
 from protocols.peers import PEERS_PROTOCOL, PeerList
@@ -227,10 +228,12 @@ class Node:
         return await self.mesh.call(name, dict(arguments or {}), timeout=timeout)
 
     async def request_peer(
-        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
+        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResponse:
-        """Send a call to one given peer (which serves it or forwards it), bypassing the router."""
-        return await self.mesh.request(peer_id, name, arguments, timeout=timeout)
+        """Send a call to one given peer (which serves it or forwards it), bypassing the router;
+        `events` hears what the tool says while it runs."""
+        return await self.mesh.request(peer_id, name, arguments, timeout=timeout, events=events)
 
     async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
         return await self.links.fetch_peer_list(peer_id, timeout=timeout)
