@@ -82,7 +82,8 @@ async def test_unreachable_provider_is_skipped_for_the_next():
         first_choice = caller.directory.providers("dup")[0]
         # Make the first choice unreachable without telling the directory: a stale card.
         victim = next(n for n in nodes if n.peer_id == first_choice)
-        victim.host.remove_stream_handler("/praxis/tool/1.0.0")
+        for protocol in ("/praxis/tool/1.0.0", "/praxis/tool/1.1.0"):
+            victim.host.remove_stream_handler(protocol)
         routed = await caller.call("dup", {"text": "x"})
         assert routed.provider != first_choice
         # Still listed, but now ranked last after the failure.
