@@ -133,6 +133,11 @@ class _ServerCall:
         self.bucket = _Bucket(INTERIM_RATE, INTERIM_BURST)
         self.dropped = 0
 
+    @property
+    def log_level(self) -> str | None:
+        """The caller's level, passed on when this call is forwarded (`wanted_log_level`)."""
+        return LOG_LEVELS[self.min_level] if self.min_level is not None else None
+
     def cancel(self, why: str) -> None:
         if not self.why:
             self.why = why

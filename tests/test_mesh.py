@@ -95,7 +95,8 @@ async def test_all_providers_unreachable_names_what_was_tried():
         nodes = await start_mesh(stack, [[], [py_tool("lonely", "noop")]])
         caller = nodes[0]
         await wait_all_know([caller], {"lonely"})
-        nodes[1].host.remove_stream_handler("/praxis/tool/1.0.0")
+        for protocol in ("/praxis/tool/1.0.0", "/praxis/tool/1.1.0"):
+            nodes[1].host.remove_stream_handler(protocol)
         with pytest.raises(NoProvider) as err:
             await caller.call("lonely", {})
         assert "lonely" in err.value.message and nodes[1].peer_id in err.value.message

@@ -22,6 +22,7 @@ import trio
 from libp2p.abc import INetStream
 
 from node.mesh.stats import MeshStats
+from node.runtime.signals import ChangeSignal
 from protocols.call import CALL_PROTOCOL, NotSent, request_call, send_cancel
 from protocols.call_events import CallEvents
 from protocols.errors import PeerUnreachable
@@ -61,6 +62,7 @@ class CallStreams:
         self.opened = 0  # tool streams opened, either protocol
         self._closing: list[ByteStream] = []
         self._wake = trio.Event()
+        self.changed = ChangeSignal()  # bumped when streams leave the pool (taken or closed)
 
     async def call(self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents) -> ToolResponse:
         """One call to one peer; a `PeerUnreachable` with `maybe_ran` when it was lost after sending."""
@@ -150,6 +152,7 @@ class CallStreams:
                     del self.idle[peer_id]
             closing, self._closing = self._closing, []
             if closing:
+                self.changed.bump()
                 async with trio.open_nursery() as nursery:
                     for stream in closing:
                         nursery.start_soon(lambda s=stream: end_stream(s, ok=True))
