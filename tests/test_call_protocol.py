@@ -234,3 +234,18 @@ async def test_a_peer_that_knows_only_1_0_0_is_called_and_calls() -> None:
             response = await read_json(stream)
             assert response == {"id": "go-1", "result": {"content": [{"type": "text", "text": "hi"}],
                                                           "isError": False}}
+
+
+async def test_a_reset_cancels_a_call_on_1_0_0() -> None:
+    """The only way a 1.0.0 caller (the Go node) can give up: reset the stream."""
+    engine = TalkingEngine()
+    async with AsyncExitStack() as stack:
+        b = await start_node(stack, "b", [HANG], engine)
+        peer = await stack.enter_async_context(raw_host())
+        stream = await open_stream(peer, b.addrs[0], TOOL_PROTOCOL)
+        await stream.write(frame({"id": "go-1", "name": "hang", "arguments": {}, "timestamp": 1}))
+        with trio.fail_after(10):
+            await engine.started.wait()
+        await stream.reset()
+        with trio.fail_after(5):
+            await engine.cancelled.wait()

@@ -93,7 +93,7 @@ class ToolService:
         """`/praxis/tool/1.0.0`: one request from the stream's peer, one response; never raises."""
         peer_id = stream.muxed_conn.peer_id.to_string()
         await serve_tool_stream(self.stats.counting(stream), peer_id, self.handle, self.wire,
-                                on_bad_request=self.stats.bad_request)
+                                on_bad_request=self.stats.bad_request, was_reset=lambda: caller_gone(stream))
 
     async def serve_call_stream(self, stream: INetStream) -> None:
         """`/praxis/tool/1.1.0`: calls from the stream's peer one after the other, each with its
@@ -174,6 +174,13 @@ class ToolService:
             )
         record.succeeded(routed.result, routed.provider)
         return routed.result
+
+
+def caller_gone(stream: INetStream) -> bool:
+    """py-libp2p 0.8.1 reports a reset stream, like a closed one, as EOF: tell them apart by the
+    muxer's own flag (or a connection that is gone)."""
+    reset = getattr(getattr(stream, "muxed_stream", None), "reset_received", False)
+    return bool(reset) or bool(getattr(stream.muxed_conn, "is_closed", False))
 
 
 def _refusal(caller: Caller, what: str) -> NotAllowed:
