@@ -123,7 +123,8 @@ class _ServerCall:
 
     def __init__(self, session: _ServerSession, frame: CallFrame) -> None:
         self.session = session
-        self.request = frame.request()
+        # The request part of the frame, validated once with it.
+        self.request = ToolRequest.model_construct(**{name: getattr(frame, name) for name in ToolRequest.model_fields})
         self.listens = frame.events
         self.min_level = LOG_LEVELS.index(frame.log_level) if frame.log_level is not None else None
         self.scope = trio.CancelScope()
@@ -336,9 +337,8 @@ class _ServerSession:
         request_id = raw["id"][:128] if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
         self.finished = True
         if not self.broken:
-            reply = ResultFrame.model_validate({**ToolResponse.failure(request_id, exc.code, exc.message).to_wire(),
-                                                "type": "result", "keepMs": 0})
-            self.outbox_offer(encode_json(reply.to_wire()))
+            reply = {**ToolResponse.failure(request_id, exc.code, exc.message).to_wire(), "type": "result", "keepMs": 0}
+            self.outbox_offer(encode_json(reply))
 
     # calls -------------------------------------------------------------------------------
 
@@ -360,10 +360,10 @@ class _ServerSession:
                                                 f"call cancelled: {call.why or 'the caller gave up'}")
             last = self.calls >= self.call_limits.max_calls
             keep_ms = 0 if last else int(self.limits.idle_timeout * 1000)
-            frame = ResultFrame.model_validate({**response.to_wire(), "type": "result", "keepMs": keep_ms})
+            frame = {**response.to_wire(), "type": "result", "keepMs": keep_ms}
             if not self.broken:
                 deadline = trio.current_time() + self.limits.idle_timeout
-                if not await self.outbox_put(encode_json(frame.to_wire()), deadline):
+                if not await self.outbox_put(encode_json(frame), deadline):
                     self._break("the caller did not take the result")
             if last:
                 self.finished = True
@@ -460,6 +460,8 @@ async def request_call(
     except PeerUnreachable as exc:
         raise NotSent(exc.message) from None
     caller = _CallerSide(framed, request, events, deadline)
+    if not listens:  # no questions to answer concurrently: no nursery (the common, fast case)
+        return await caller.read_until_result(None)
     failure: PraxisError | None = None
     outcome: CallOutcome | None = None
     async with trio.open_nursery() as nursery:
@@ -485,7 +487,9 @@ class _CallerSide:
         self.write_lock = trio.Lock()
         self.answering = 0
 
-    async def read_until_result(self, nursery: trio.Nursery) -> CallOutcome:
+    async def read_until_result(self, nursery: trio.Nursery | None) -> CallOutcome:
+        """`nursery` answers questions; None: the caller said it listens to nothing, and a
+        question is refused at once (and counted as a stray frame)."""
         stray = 0
         while True:
             raw = await self.framed.read_json(self.deadline)
@@ -497,7 +501,8 @@ class _CallerSide:
                 # Not reusable when an answer may be half written (its task is cancelled now), or
                 # when the provider sent more than its result.
                 reusable = not self.answering and not self.framed.decoder.buffered
-                return CallOutcome(result.response(), result.keep_ms / 1000 if reusable else 0.0)
+                response = ToolResponse.model_construct(id=result.id, result=result.result, error=result.error)
+                return CallOutcome(response, result.keep_ms / 1000 if reusable else 0.0)
             if kind == "progress":
                 progress = parse_model(ProgressFrame, raw, "progress frame")
                 await self.events.progress(Progress(progress.progress, progress.total, progress.message))
@@ -506,6 +511,13 @@ class _CallerSide:
                 await self.events.log(LogMessage(entry.level, entry.data, entry.logger))
             elif kind == "ask":
                 ask = parse_model(AskFrame, raw, "ask frame")
+                if nursery is None:
+                    stray += 1
+                    if stray >= MAX_STRAY_FRAMES:
+                        raise InvalidRequest(f"the provider sent {stray} questions to a caller that listens to nothing")
+                    self.answering += 1
+                    await self._answer(ask)
+                    continue
                 if self.answering >= MAX_PENDING_ASKS:
                     raise InvalidRequest(f"the provider asked more than {MAX_PENDING_ASKS} questions at once")
                 self.answering += 1

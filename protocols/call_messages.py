@@ -29,9 +29,6 @@ class CallFrame(ToolRequest):
     events: bool = True
     log_level: LogLevel | None = Field(default=None, alias="logLevel")
 
-    def request(self) -> ToolRequest:
-        return ToolRequest.model_validate(self.model_dump(exclude={"type", "events", "log_level"}))
-
 
 class ResultFrame(ToolResponse):
     """Provider -> caller: the call's answer. `keepMs` > 0: the provider keeps the stream open
@@ -39,9 +36,6 @@ class ResultFrame(ToolResponse):
 
     type: Literal["result"]
     keep_ms: int = Field(default=0, alias="keepMs", ge=0, le=24 * 3600 * 1000)
-
-    def response(self) -> ToolResponse:
-        return ToolResponse.model_validate(self.model_dump(exclude={"type", "keep_ms"}))
 
 
 class ProgressFrame(_WireModel):
