@@ -64,6 +64,7 @@ class CallStreams:
         self.offer = [CALL_PROTOCOL, TOOL_PROTOCOL]
         self._closing: list[ByteStream] = []
         self._wake = trio.Event()
+        self._next_at = -math.inf  # when the reaper wakes next (-inf: not waiting yet)
         self.changed = ChangeSignal()  # bumped when streams leave the pool (taken or closed)
 
     async def call(self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents) -> ToolResponse:
@@ -131,9 +132,12 @@ class CallStreams:
         idle = self.idle.setdefault(peer_id, [])
         if len(idle) >= self.max_idle_per_peer:
             self._closing.append(stream)
-        else:
-            idle.append(_Idle(stream, trio.current_time() + keep))
-        self._wake.set()
+            self._wake.set()
+            return
+        expires = trio.current_time() + keep
+        idle.append(_Idle(stream, expires))
+        if expires < self._next_at:  # else the reaper wakes in time anyway: no wake-up per call
+            self._wake.set()
 
     def idle_streams(self) -> int:
         return sum(len(entries) for entries in self.idle.values())
@@ -160,6 +164,7 @@ class CallStreams:
                         nursery.start_soon(lambda s=stream: end_stream(s, ok=True))
                 continue
             self._wake = trio.Event()
+            self._next_at = next_at
             with trio.move_on_at(next_at):
                 await self._wake.wait()
 
