@@ -69,8 +69,8 @@ class CallStreams:
 
     async def call(self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents) -> ToolResponse:
         """One call to one peer; a `PeerUnreachable` with `maybe_ran` when it was lost after sending."""
-        for _ in range(2):
-            stream = self._take(peer_id)
+        stream = self._take(peer_id)
+        while True:  # at most twice: a pooled stream, then a fresh one
             reused = stream is not None
             if stream is None:
                 raw = await self.open_stream(peer_id, self.offer, deadline)
@@ -84,7 +84,10 @@ class CallStreams:
             except NotSent as exc:
                 await end_stream(stream, ok=False)
                 if reused:
-                    continue  # it broke while idle: the call goes out on a fresh stream
+                    # It broke while idle, most likely with its connection: so did its siblings.
+                    self._drop(peer_id)
+                    stream = None
+                    continue  # the call goes out on a fresh stream
                 raise PeerUnreachable(exc.message) from None
             except PeerUnreachable as exc:
                 await end_stream(stream, ok=False)
@@ -99,7 +102,6 @@ class CallStreams:
             else:
                 await end_stream(stream, ok=True)
             return outcome.response
-        raise AssertionError("unreachable: a fresh stream either answers or raises")
 
     async def _call_once(self, stream: ByteStream, request: ToolRequest, deadline: float) -> ToolResponse:
         """`/praxis/tool/1.0.0`: one request, one response, then the stream is closed (reset when
@@ -127,6 +129,11 @@ class CallStreams:
             self._wake.set()
         self.idle.pop(peer_id, None)
         return None
+
+    def _drop(self, peer_id: str) -> None:
+        """Close every idle stream to a peer."""
+        self._closing.extend(entry.stream for entry in self.idle.pop(peer_id, []))
+        self._wake.set()
 
     def _put(self, peer_id: str, stream: ByteStream, keep: float) -> None:
         idle = self.idle.setdefault(peer_id, [])
