@@ -6,7 +6,8 @@
     measured in alternating batches so that all see the same machine load;
 (c) calls per second with 32 concurrent callers and the provider in its own process, on 1.1.0
     and on 1.0.0 (the Go wire: a new stream per call); (d) how long a 10-node mesh takes until
-    every node knows every tool.
+    every node knows every tool; (e) 1,000 progress updates through two hops; (f) cancel
+    latency from the caller to an engine one and two hops away (an in-process engine double).
 """
 
 from __future__ import annotations
@@ -197,6 +198,39 @@ async def convergence(count: int) -> float:
         return trio.current_time() - t0
 
 
+async def conversation(cancels: int) -> tuple[int, bool, float, list[float], list[float]]:
+    """(e) 1,000 progress updates from an engine two hops away: how many arrive, in order, how
+    fast; (f) cancel latency, caller to engine, one and two hops (an in-process engine double)."""
+    from tests.call_doubles import FLOOD, HANG, RecordingEvents, TalkingEngine, start_node
+
+    engine = TalkingEngine()
+    async with AsyncExitStack() as stack:
+        c = await start_node(stack, "c", [FLOOD, HANG], engine)
+        b = await start_node(stack, "b", bootstrap=c.addrs[:1])
+        a = await start_node(stack, "a", bootstrap=b.addrs[:1])
+        await wait_all_know([a, b], {"flood", "hang"})
+        events = RecordingEvents()
+        t0 = trio.current_time()
+        await a.router.request(b.peer_id, "flood", {"progress": 1000}, trio.current_time() + 30, events)
+        took = trio.current_time() - t0
+        seen = [p.progress for p in events.progress_seen]
+        ordered = seen == sorted(seen) and len(set(seen)) == len(seen)
+        hops: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(cancels):
+            for count, start in ((1, lambda: a.call("hang", {})),
+                                 (2, lambda: a.router.request(b.peer_id, "hang", {}, trio.current_time() + 30))):
+                engine.started, engine.cancelled = trio.Event(), trio.Event()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(start)
+                    await engine.started.wait()
+                    t0 = trio.current_time()
+                    nursery.cancel_scope.cancel()
+                with trio.fail_after(10):
+                    await engine.cancelled.wait()
+                hops[count].append(trio.current_time() - t0)
+        return len(seen), ordered, took, hops[1], hops[2]
+
+
 async def main(args: argparse.Namespace) -> None:
     a, r, b, rate = await latency_pair(args.calls, 32, args.concurrent_calls)
     import tempfile
@@ -205,6 +239,7 @@ async def main(args: argparse.Namespace) -> None:
         rate_procs = await throughput_across_processes(32, args.concurrent_calls, Path(tmp))
         rate_go = await throughput_across_processes(32, args.concurrent_calls, Path(tmp), go_wire=True)
     conv = await convergence(10)
+    delivered, ordered, took, cancel1, cancel2 = await conversation(20)
     ma, mr, mb = statistics.median(a), statistics.median(r), statistics.median(b)
     for label, samples, median in (("(a)  bare libp2p request/response, new stream  ", a, ma),
                                    ("(a') bare libp2p request/response, same stream ", r, mr),
@@ -216,6 +251,12 @@ async def main(args: argparse.Namespace) -> None:
           f"{rate_go:.0f} calls/s on 1.0.0 (the Go wire), over {args.concurrent_calls} calls   (target >= 800)")
     print(f"    (both nodes sharing one process and core: {rate:.0f} calls/s)")
     print(f"(d) 10-node mesh convergence: {conv:.2f} s   (target < 5 s)")
+    order = "in order" if ordered else "REORDERED"
+    print(f"(e) 1,000 progress updates through two hops: {delivered} delivered ({order}), "
+          f"the rest dropped by the rate limit (50/s, burst 50); call done in {took * 1000:.0f} ms")
+    for hops, samples in ((1, cancel1), (2, cancel2)):
+        print(f"(f) cancel, caller to engine, {hops} hop{'s' if hops > 1 else ''}: median "
+              f"{statistics.median(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms ({len(samples)} calls)")
 
 
 if __name__ == "__main__":
