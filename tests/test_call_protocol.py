@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 from contextlib import AsyncExitStack
+from typing import get_args
 
 import pytest
 import trio
 import trio.testing
 
+from node.config.errors import ConfigError
 from node.mesh.host import parse_peer_addr
 from protocols.call import CALL_PROTOCOL
-from protocols.call_events import SAMPLING, AskRefused
+from protocols.call_events import ASK_METHODS, LOG_LEVELS, SAMPLING, AskRefused
+from protocols.call_messages import AskMethod, LogLevel
 from protocols.errors import PeerUnreachable
 from protocols.tool import TOOL_PROTOCOL
 from tests.call_doubles import CHATTY, ECHO, HANG, RecordingEvents, TalkingEngine, start_node
@@ -249,3 +252,17 @@ async def test_a_reset_cancels_a_call_on_1_0_0() -> None:
         await stream.reset()
         with trio.fail_after(5):
             await engine.cancelled.wait()
+
+
+def test_frame_models_know_every_log_level_and_question() -> None:
+    assert set(get_args(LogLevel)) == set(LOG_LEVELS)
+    assert set(get_args(AskMethod)) == ASK_METHODS
+
+
+def test_call_stream_limits_are_checked_at_load() -> None:
+    with pytest.raises(ConfigError, match="max_idle_streams_per_peer: at most half of max_streams_per_peer"):
+        node_config("n", limits={"max_idle_streams_per_peer": 200})
+    with pytest.raises(ConfigError, match="max_calls_per_stream"):
+        node_config("n", limits={"max_calls_per_stream": 0})
+    # Not set: the pool takes what the stream limit leaves (min(32, half of it)).
+    assert node_config("n", limits={"max_streams_per_peer": 8}).limits.max_idle_streams_per_peer == 32
