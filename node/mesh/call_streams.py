@@ -39,7 +39,17 @@ StreamOpener = Callable[[str, list[str], float], Awaitable[INetStream]]
 @dataclass
 class _Idle:
     stream: ByteStream  # counted
+    raw: INetStream
     expires: float
+
+
+def looks_open(stream: INetStream) -> bool:
+    """False when py-libp2p already knows the stream or its connection is gone (the provider
+    closed it, reset it, or the connection dropped): such a stream is not worth a write."""
+    muxed = getattr(stream, "muxed_stream", None)
+    if any(getattr(muxed, flag, False) for flag in ("recv_closed", "reset_received", "closed")):
+        return False
+    return not getattr(stream.muxed_conn, "is_closed", False)
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -69,16 +79,17 @@ class CallStreams:
 
     async def call(self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents) -> ToolResponse:
         """One call to one peer; a `PeerUnreachable` with `maybe_ran` when it was lost after sending."""
-        stream = self._take(peer_id)
+        pooled = self._take(peer_id)
         while True:  # at most twice: a pooled stream, then a fresh one
-            reused = stream is not None
-            if stream is None:
+            reused = pooled is not None
+            if pooled is not None:
+                stream, raw = pooled.stream, pooled.raw
+            else:
                 raw = await self.open_stream(peer_id, self.offer, deadline)
                 self.opened += 1
-                counted = self.stats.counting(raw)
+                stream = self.stats.counting(raw)
                 if raw.get_protocol() != CALL_PROTOCOL:
-                    return await self._call_once(counted, request, deadline)
-                stream = counted
+                    return await self._call_once(stream, request, deadline)
             try:
                 outcome = await request_call(stream, request, events, self.limits, deadline)
             except NotSent as exc:
@@ -86,7 +97,7 @@ class CallStreams:
                 if reused:
                     # It broke while idle, most likely with its connection: so did its siblings.
                     self._drop(peer_id)
-                    stream = None
+                    pooled = None
                     continue  # the call goes out on a fresh stream
                 raise PeerUnreachable(exc.message) from None
             except PeerUnreachable as exc:
@@ -98,7 +109,7 @@ class CallStreams:
                 await end_stream(stream, ok=False)
                 raise
             if outcome.keep_seconds > 0:
-                self._put(peer_id, stream, min(outcome.keep_seconds, self.limits.idle_timeout) / 2)
+                self._put(peer_id, stream, raw, min(outcome.keep_seconds, self.limits.idle_timeout) / 2)
             else:
                 await end_stream(stream, ok=True)
             return outcome.response
@@ -116,15 +127,15 @@ class CallStreams:
 
     # ----- the pool ---------------------------------------------------------------------
 
-    def _take(self, peer_id: str) -> ByteStream | None:
+    def _take(self, peer_id: str) -> _Idle | None:
         idle = self.idle.get(peer_id)
         now = trio.current_time()
         while idle:
             entry = idle.pop()  # the most recently used: the least likely to expire under us
-            if entry.expires > now:
+            if entry.expires > now and looks_open(entry.raw):
                 if not idle:
                     del self.idle[peer_id]
-                return entry.stream
+                return entry
             self._closing.append(entry.stream)
             self._wake.set()
         self.idle.pop(peer_id, None)
@@ -135,14 +146,14 @@ class CallStreams:
         self._closing.extend(entry.stream for entry in self.idle.pop(peer_id, []))
         self._wake.set()
 
-    def _put(self, peer_id: str, stream: ByteStream, keep: float) -> None:
+    def _put(self, peer_id: str, stream: ByteStream, raw: INetStream, keep: float) -> None:
         idle = self.idle.setdefault(peer_id, [])
         if len(idle) >= self.max_idle_per_peer:
             self._closing.append(stream)
             self._wake.set()
             return
         expires = trio.current_time() + keep
-        idle.append(_Idle(stream, expires))
+        idle.append(_Idle(stream, raw, expires))
         if expires < self._next_at:  # else the reaper wakes in time anyway: no wake-up per call
             self._wake.set()
 
