@@ -25,8 +25,11 @@ the call's trio scope on the provider (so the engine stops); where the stream st
 frames, the caller gets a result with the `Cancelled` error (-32009).
 
 Bounds, per stream: frame size, the whole next call within the idle time, at most
-`CallLimits.max_calls` calls, `MAX_STRAY_FRAMES` frames that answer nothing (an answer to no
-pending question, a cancel with no call, an unknown type) before the stream is reset. Per
+`CallLimits.max_calls` calls. Where a call belongs, anything else (not JSON, not a valid call,
+an unknown type) is answered with an error result (-32600, keepMs 0) and the stream closed,
+as 1.0.0 answers a bad request; at most `MAX_STRAY_FRAMES` frames that answer nothing (an
+answer to no pending question, a cancel with no call, an unknown type during a call) are
+ignored before the stream is reset. Per
 call: at most `MAX_PENDING_ASKS` questions waiting for an answer, each until the call's
 deadline; progress and log frames at most `INTERIM_RATE` a second (burst `INTERIM_BURST`)
 and `MAX_INTERIM_BYTES` each, queued at most `OUTBOX_FRAMES` deep and dropped past any of
@@ -269,7 +272,10 @@ class _ServerSession:
                     self.reset_at_end = True
                     return
                 except InvalidRequest as exc:
-                    self._stray(exc.message)
+                    if self.call is None:
+                        self._bad_call(None, exc)  # where a call belongs: answered, then the end
+                    else:
+                        self._stray(exc.message)
                     continue
                 except PeerUnreachable:
                     # EOF or reset: between calls that ends the stream; during one it cancels it.
@@ -315,6 +321,8 @@ class _ServerSession:
             else:
                 parse_model(CancelFrame, raw, "cancel frame")
                 call.cancel("the caller cancelled the call")
+        elif call is None:
+            self._bad_call(raw, InvalidRequest("expected a call frame (\"type\": \"call\")"))
         else:
             self._stray("a frame of unknown type")
 
