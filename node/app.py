@@ -47,6 +47,7 @@ from node.tools.engines.process import ProcessEngine
 from node.tools.engines.python import PythonEngine
 from node.tools.engines.remote_mcp import RemoteMcpEngine
 from node.tools.local import LocalTools
+from protocols.call import CALL_PROTOCOL
 from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.card import CARD_PROTOCOL
 from protocols.messages import Card, ToolResponse, ToolSpec
@@ -135,7 +136,8 @@ class Node:
         # Tool labels are the names the router offers (read when tools_changed moves).
         self.stats = stats = MeshStats(lambda: self.router.tools(), self.tools_changed)
         self.host = host = build_host(self.key_pair, config.p2p, limits)
-        self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds, stats)
+        self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds, stats,
+                                       min(limits.max_idle_streams_per_peer, limits.max_streams_per_peer // 2))
         self.dialer = dialer = Dialer(host, self.connections, limits.connect_timeout_seconds,
                                       config.p2p.dial_backoff_max_seconds)
         self.router = router = Router(self.local, self.directory, links.call_peer, self.upstreams,
@@ -157,6 +159,7 @@ class Node:
         self.mcp_endpoint = MeshMcpEndpoint(self.mesh, config.mcp)
         for protocol, handler in ((CARD_PROTOCOL, self.cards.serve_card_stream),
                                   (TOOL_PROTOCOL, self.service.serve_tool_stream),
+                                  (CALL_PROTOCOL, self.service.serve_call_stream),
                                   (PEERS_PROTOCOL, self.peer_exchange.serve_peers_stream)):
             host.set_stream_handler(protocol, isolated_handler(f"serving {protocol}", handler))  # type: ignore[arg-type]
         host.get_network().register_notifee(ConnectionEvents(self._connected, self._disconnected))
@@ -166,6 +169,7 @@ class Node:
                     held.enter_context(key_file_held(self.key_file))
                 await held.enter_async_context(host.run([listen_multiaddr(config.p2p)]))
                 nursery = await held.enter_async_context(trio.open_nursery())
+                await nursery.start(links.calls.run)
                 await nursery.start(self.cards.run)
                 await nursery.start(self.peer_exchange.run)
                 for info in bootstrap:

@@ -82,7 +82,10 @@ class FramedStream:
         return decode_json(await self.read_frame(deadline), self.max_depth)
 
     async def write_json(self, value: Any, deadline: float = math.inf) -> None:
-        data = encode_json(value)
+        await self.write_frame(encode_json(value), deadline)
+
+    async def write_frame(self, data: bytes, deadline: float = math.inf) -> None:
+        """Write one already encoded frame (`encode_json`)."""
         with trio.move_on_at(deadline) as scope:
             try:
                 await self.stream.write(data)

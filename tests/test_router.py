@@ -15,7 +15,7 @@ from node.mesh.directory import PeerDirectory
 from node.mesh.router import Router, variant_name
 from node.tools.engines.python import PythonEngine
 from node.tools.local import LocalTools
-from protocols.errors import Busy, NoProvider, PeerUnreachable, ToolExecutionError, ToolNotFound
+from protocols.errors import Busy, Cancelled, NoProvider, PeerUnreachable, ToolExecutionError, ToolNotFound
 from protocols.messages import Card, ToolRequest, ToolResponse, ToolResult, ToolSpec
 
 
@@ -80,6 +80,15 @@ async def test_call_that_may_have_run_is_not_retried_unless_idempotent():
     peers.calls.clear()
     router = router_with([card("p1", "t", idempotent=True), card("p2", "t", idempotent=True)], peers)
     assert (await router.call("t", {}, deadline=deadline())).provider == "p2"
+
+
+async def test_a_cancelled_call_is_never_retried_elsewhere():
+    cancelled = ToolResponse.failure("x", Cancelled.code, "call cancelled: the caller cancelled the call")
+    peers = ScriptedPeers({"p1": cancelled, "p2": ToolResult.text("ok")})
+    router = router_with([card("p1", "t", idempotent=True), card("p2", "t", idempotent=True)], peers)
+    with pytest.raises(Cancelled):
+        await router.call("t", {}, deadline=deadline())
+    assert [p for p, _ in peers.calls] == ["p1"]
 
 
 async def test_busy_provider_is_skipped_and_tool_errors_are_final():

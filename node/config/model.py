@@ -348,6 +348,20 @@ class LimitsSection(_Section):
     max_streams_per_peer: int = Field(default=256, ge=8, le=10000)
     # Card exchanges one peer may start per minute (each costs parsing and re-listing).
     max_card_pushes_per_minute: int = Field(default=12, ge=1)
+    # /praxis/tool/1.1.0: calls one stream carries one after the other before it is closed, and
+    # idle call streams kept open to one peer for the next call (0: a new stream per call).
+    max_calls_per_stream: int = Field(default=1000, ge=1, le=1_000_000)
+    max_idle_streams_per_peer: int = Field(default=32, ge=0, le=10000)
+
+    @model_validator(mode="after")
+    def _idle_streams_leave_room(self) -> LimitsSection:
+        # Checked when set; by default the pool takes at most half (node/app.py).
+        if ("max_idle_streams_per_peer" in self.model_fields_set
+                and self.max_idle_streams_per_peer > self.max_streams_per_peer // 2):
+            raise invalid(type(self).__name__, [(("max_idle_streams_per_peer",),
+                          f"at most half of max_streams_per_peer ({self.max_streams_per_peer // 2}): "
+                          "idle call streams must leave room for calls and the other protocols")])
+        return self
 
 
 class PolicySection(_Section):
