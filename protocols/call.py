@@ -447,7 +447,7 @@ class CallOutcome:
 
 def wanted_log_level(events: CallEvents) -> str | None:
     """The lowest log level the caller wants, when its `CallEvents` says so (`log_level`)."""
-    level = getattr(events, "log_level", None)
+    level = events.log_level
     return level if level in LOG_LEVELS else None
 
 

@@ -96,6 +96,10 @@ class LimitedEvents:
         self._pending = 0
         self.dropped = 0  # progress and log events not passed on
 
+    @property
+    def log_level(self) -> str | None:
+        return self.inner.log_level
+
     async def progress(self, update: Progress) -> None:
         total = update.total
         if not math.isfinite(update.progress) or (total is not None and not math.isfinite(total)):

@@ -30,6 +30,7 @@ class Recorder:
         self.asks: list[tuple[str, dict[str, Any]]] = []
         self.answer = answer
         self.first_progress = trio.Event()
+        self.log_level: str | None = "debug"
 
     async def progress(self, update: Progress) -> None:  # noqa: D102 - the CallEvents protocol
         self.progresses.append(update)

@@ -231,6 +231,8 @@ class PeerRemote:
 class _ProgressEvents:
     """The CLI as the caller of a call through --peer: it shows progress, and asks nothing."""
 
+    log_level = None  # the CLI shows no log messages
+
     def __init__(self, on_progress: ProgressFn | None) -> None:
         self.on_progress = on_progress
 

@@ -139,6 +139,12 @@ class ClientEvents:
 
     # ----- log messages ------------------------------------------------------------------
 
+    @property
+    def log_level(self) -> str | None:
+        """The lowest level this client wants for this call, passed on to the hops behind."""
+        wanted = [level for level in LOG_LEVELS if self._wants(level)]
+        return wanted[0] if wanted else None
+
     def _wants(self, level: str) -> bool:
         if level not in LOG_LEVELS:
             return False

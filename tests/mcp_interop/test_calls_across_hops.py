@@ -33,6 +33,7 @@ GONE_WITHIN = 5.0  # bound on waiting for a cancelled process to disappear (the 
 COUNTER = {
     "name": "counter",
     "engine": "process",
+    "allow_peers": ["*"],  # a host process is open to peers only when its operator says so
     "params": [{"name": "steps", "type": "number", "required": True}],
     "engineSpec": {"command": ["sh", "-c",
                                'i=1; while [ "$i" -le "$steps" ]; do echo "praxis:progress $i/$steps step $i" >&2; '
@@ -43,6 +44,7 @@ COUNTER = {
 SLEEPER = {
     "name": "sleeper",
     "engine": "process",
+    "allow_peers": ["*"],
     "engineSpec": {"command": ["sh", "-c", "echo $$ > sleeper.pid; exec sleep 30"], "timeout": 60},
 }
 
@@ -125,7 +127,7 @@ async def test_progress_crosses_two_hops_from_an_upstream_and_from_a_process(tmp
                                         progress_callback=recorder("upstream"))
         assert not result.is_error and "Steps: 4" in text_of(result)
         result = await client.call_tool("counter", {"steps": 5}, progress_callback=recorder("process"))
-        assert not result.is_error and text_of(result).strip() == "counted"
+        assert not result.is_error and text_of(result).strip() == "counted", text_of(result)
     # Every report crossed both hops (the SDK client runs each callback in its own task, so
     # compare as sets; the endpoint's own tests check the order on the raw stream).
     assert sorted(seen["upstream"]) == [(1, 4), (2, 4), (3, 4), (4, 4)]
