@@ -1,0 +1,101 @@
+"""What /proc says about a process: CPU time, resident memory, established TCP sockets.
+
+Linux only. Pure readers (no trio): each returns None when the process is gone, so a
+harness that samples a fleet never fails on a process that ended between two reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+PROC = Path("/proc")
+TCP_ESTABLISHED = "01"  # the `st` column of /proc/net/tcp
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, proc: Path = PROC) -> float | None:
+    """User + system CPU seconds the process has used so far."""
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return parse_stat_cpu(text)
+
+
+def parse_stat_cpu(text: str) -> float:
+    """utime + stime (fields 14 and 15) of a /proc/PID/stat line, in seconds.
+
+    The command name (field 2) is in parentheses and may hold spaces or parentheses itself,
+    so the fields are counted from after its last ')'.
+    """
+    rest = text[text.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state): utime is field 14, stime field 15.
+    return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int, proc: Path = PROC) -> int | None:
+    try:
+        text = (proc / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    return parse_status_rss(text)
+
+
+def parse_status_rss(text: str) -> int | None:
+    """VmRSS of a /proc/PID/status text, in bytes (None for a zombie, which has none)."""
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            parts = line.split()
+            return int(parts[1]) * 1024  # always given in kB
+    return None
+
+
+def established_inodes(tables: Iterable[str]) -> set[int]:
+    """Socket inodes of ESTABLISHED connections in /proc/net/tcp(6) texts."""
+    found: set[int] = set()
+    for table in tables:
+        for line in table.splitlines()[1:]:  # the first line is the header
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == TCP_ESTABLISHED:
+                found.add(int(cols[9]))
+    return found
+
+
+def socket_inodes(pid: int, proc: Path = PROC) -> set[int] | None:
+    """Inodes of the sockets the process holds open (None when it is gone)."""
+    fd_dir = proc / str(pid) / "fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return None
+    inodes: set[int] = set()
+    for name in names:
+        try:
+            target = os.readlink(fd_dir / name)
+        except OSError:
+            continue  # closed between listdir and readlink
+        if target.startswith("socket:[") and target.endswith("]"):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def tcp_tables(proc: Path = PROC) -> list[str]:
+    tables = []
+    for name in ("tcp", "tcp6"):
+        try:
+            tables.append((proc / "net" / name).read_text())
+        except OSError:
+            continue
+    return tables
+
+
+def established_sockets(pids: Iterable[int], proc: Path = PROC) -> dict[int, int | None]:
+    """Established TCP sockets held by each process (both ends count when both are ours)."""
+    established = established_inodes(tcp_tables(proc))
+    counts: dict[int, int | None] = {}
+    for pid in pids:
+        inodes = socket_inodes(pid, proc)
+        counts[pid] = None if inodes is None else len(inodes & established)
+    return counts
