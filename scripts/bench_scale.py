@@ -214,6 +214,7 @@ async def idle(run: Run) -> dict[str, Any]:
         "windowSeconds": round(elapsed, 1),
         "cpuPercent": summary(cpu, 2), "cpuPercentTotal": round(total_cpu / elapsed * 100, 1),
         "rssMiB": summary(rss, 1), "sockets": summary(socks, 1),
+        "socketsTotal": sum(c for c in sockets.values() if c is not None),
         "connections": summary(connections, 1), "connectionsSource": source,
         "connectionsReported": len(connections),
         "harnessCpuPercent": round(harness, 2),

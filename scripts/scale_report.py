@@ -52,8 +52,10 @@ def summary(samples: Sequence[float], digits: int = 3) -> dict[str, Any]:
 def fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
+    if isinstance(value, float) and not value.is_integer():
         return f"{value:.2f}{unit}"
+    if isinstance(value, float):
+        return f"{int(value)}{unit}"
     return f"{value}{unit}"
 
 
@@ -92,6 +94,7 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [
             ("connections per node (/status peers)", fmt_summary(idle.get("connections"))),
             ("established TCP sockets" + per, fmt_summary(idle.get("sockets"))),
+            ("  all processes together", fmt(idle.get("socketsTotal"))),
             ("RSS" + per, fmt_summary(idle.get("rssMiB"), " MiB")),
             (f"idle CPU{per} over {fmt(idle.get('windowSeconds'), ' s')}",
              fmt_summary(idle.get("cpuPercent"), " % of a core")),
