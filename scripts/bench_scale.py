@@ -186,7 +186,10 @@ async def idle(run: Run) -> dict[str, Any]:
     elapsed = trio.current_time() - t0
     cpu1 = {pid: cpu_seconds(pid) for pid in processes}
     own1 = resource.getrusage(resource.RUSAGE_SELF)
-    sockets = established_sockets(processes)
+    endpoints: dict[int, set[int]] = {}
+    for spec in run.specs:  # the harness's own HTTP connections to the endpoints do not count
+        endpoints.setdefault(spec.pid, set()).add(int(spec.base_url.rsplit(":", 1)[1]))
+    sockets = established_sockets(processes, endpoints)
     cpu, rss, socks = [], [], []
     total_cpu = 0.0
     for pid, nodes in processes.items():

@@ -7,7 +7,7 @@ harness that samples a fleet never fails on a process that ended between two rea
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -52,14 +52,14 @@ def parse_status_rss(text: str) -> int | None:
     return None
 
 
-def established_inodes(tables: Iterable[str]) -> set[int]:
-    """Socket inodes of ESTABLISHED connections in /proc/net/tcp(6) texts."""
-    found: set[int] = set()
+def established_inodes(tables: Iterable[str]) -> dict[int, int]:
+    """Socket inode -> local port, of ESTABLISHED connections in /proc/net/tcp(6) texts."""
+    found: dict[int, int] = {}
     for table in tables:
         for line in table.splitlines()[1:]:  # the first line is the header
             cols = line.split()
             if len(cols) > 9 and cols[3] == TCP_ESTABLISHED:
-                found.add(int(cols[9]))
+                found[int(cols[9])] = int(cols[1].rsplit(":", 1)[1], 16)
     return found
 
 
@@ -91,11 +91,15 @@ def tcp_tables(proc: Path = PROC) -> list[str]:
     return tables
 
 
-def established_sockets(pids: Iterable[int], proc: Path = PROC) -> dict[int, int | None]:
-    """Established TCP sockets held by each process (both ends count when both are ours)."""
+def established_sockets(pids: Iterable[int], skip_ports: Mapping[int, set[int]] | None = None,
+                        proc: Path = PROC) -> dict[int, int | None]:
+    """Established TCP sockets held by each process, not counting those whose local port is
+    one of `skip_ports[pid]` (e.g. its HTTP endpoint, which the harness itself talks to)."""
     established = established_inodes(tcp_tables(proc))
     counts: dict[int, int | None] = {}
     for pid in pids:
         inodes = socket_inodes(pid, proc)
-        counts[pid] = None if inodes is None else len(inodes & established)
+        skip = (skip_ports or {}).get(pid, set())
+        counts[pid] = None if inodes is None else \
+            sum(1 for inode in inodes if inode in established and established[inode] not in skip)
     return counts

@@ -93,7 +93,7 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     if idle:
         rows += [
             ("connections per node (/status peers)", fmt_summary(idle.get("connections"))),
-            ("established TCP sockets" + per, fmt_summary(idle.get("sockets"))),
+            ("established TCP sockets, /mcp excluded," + per, fmt_summary(idle.get("sockets"))),
             ("  all processes together", fmt(idle.get("socketsTotal"))),
             ("RSS" + per, fmt_summary(idle.get("rssMiB"), " MiB")),
             (f"idle CPU{per} over {fmt(idle.get('windowSeconds'), ' s')}",

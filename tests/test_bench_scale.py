@@ -42,7 +42,7 @@ def test_established_inodes_only_state_01() -> None:
     header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
     listen = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0  0 111 1 0 100 0 0 10 0\n"
     est = "   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  0  0 222 1 0 20 4 30 10 -1\n"
-    assert established_inodes([header + listen + est, header]) == {222}
+    assert established_inodes([header + listen + est, header]) == {222: 0x1F90}
 
 
 def test_sse_answer_found_after_notifications() -> None:
