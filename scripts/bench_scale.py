@@ -43,10 +43,10 @@ import httpx
 import trio
 from scale_fleet import Fleet, NodeSpec, PackedFleet, ProcessFleet, parse_overrides, pin_ports, write_node
 from scale_probe import OK, McpSession, Outcome, connections_from_metrics, connections_from_status, get_status, get_text
-from scale_procfs import cpu_seconds, established_sockets, rss_bytes
+from scale_procfs import cpu_seconds, established_sockets, port_states, rss_bytes, tcp_tables
 from scale_report import plan_pairs, report_rows, resolve_sample, summary, table
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_PHASE_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_NODES = 1000
 MiB = 1024 * 1024
 
@@ -91,6 +91,7 @@ async def start_mesh(run: Run) -> float:
     for spec in seeds:  # one after the other: each bootstraps from those before it
         write_node(spec, list(run.bootstrap), run.overrides)
         await run.start_node(spec)
+        await run.session(spec).open()
         run.bootstrap.append(spec.addrs[0])
     limiter = trio.CapacityLimiter(args.start_parallel)
     started = len(seeds)
@@ -100,6 +101,7 @@ async def start_mesh(run: Run) -> float:
         async with limiter:
             write_node(spec, list(run.bootstrap), run.overrides)
             await run.start_node(spec)
+            await run.session(spec).open()  # so that calls, when they start, pay no handshake
             started += 1
             if started % 10 == 0 or started == args.nodes:
                 log(f"{started}/{args.nodes} nodes up")
@@ -123,26 +125,37 @@ async def call_until_ok(session: McpSession, target: NodeSpec, deadline: float, 
 
 
 async def converge(run: Run, since: float) -> dict[str, Any]:
-    """Phase 2: time from `since` until every planned pair has succeeded once."""
+    """Phase 2: time from `since` until every planned pair has succeeded once.
+
+    Each caller calls its pending targets (at most `--per-node-calls` at once, and at most
+    `--calls-in-flight` in the whole run, so the harness cannot swamp the nodes it measures),
+    then waits before calling the failed ones again: `--poll`, doubling up to `--poll-max`.
+    """
     args = run.args
     by_name = {s.name: s for s in run.specs}
     sample = resolve_sample(args.sample, args.nodes)
     plan = plan_pairs([s.name for s in run.specs], sample, args.observers, run.rng)
+    pairs = sum(len(t) for t in plan.values())
     deadline = since + args.timeout
     first_ok: dict[tuple[str, str], float] = {}
     outcomes: Counter[str] = Counter()
     examples: dict[str, str] = {}
+    everywhere = trio.CapacityLimiter(args.calls_in_flight)
 
     async def caller(name: str) -> None:
         session = run.session(by_name[name])
         pending = list(plan[name])
         run.rng.shuffle(pending)
-        limiter = trio.CapacityLimiter(args.per_node_calls)
+        per_node = trio.CapacityLimiter(args.per_node_calls)
+        pause = args.poll
         while pending and trio.current_time() < deadline:
             failed: list[str] = []
 
             async def one(target: str, failed: list[str]) -> None:
-                async with limiter:
+                async with per_node, everywhere:
+                    if trio.current_time() >= deadline:
+                        failed.append(target)
+                        return
                     outcome: Outcome = await session.call(by_name[target].tool, target)
                 outcomes[outcome.kind] += 1
                 if outcome.ok:
@@ -156,23 +169,33 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
                     nursery.start_soon(one, target, failed)
             pending = failed
             if pending:
-                await trio.sleep(min(args.poll, max(0.0, deadline - trio.current_time())))
+                await trio.sleep(min(pause, max(0.0, deadline - trio.current_time())))
+                pause = min(pause * 2, args.poll_max)
 
-    async with trio.open_nursery() as nursery:
-        for name in plan:
-            nursery.start_soon(caller, name)
-    pairs = sum(len(t) for t in plan.values())
+    async def progress() -> None:
+        while True:
+            await trio.sleep(10)
+            log(f"  {trio.current_time() - since:.0f} s: {len(first_ok)}/{pairs} pairs ok; calls {dict(outcomes)}")
+
+    async with trio.open_nursery() as watch:
+        watch.start_soon(progress)
+        async with trio.open_nursery() as nursery:
+            for name in plan:
+                nursery.start_soon(caller, name)
+        watch.cancel_scope.cancel()
     per_caller = [max(first_ok[(c, t)] for t in targets) for c, targets in plan.items()
                   if targets and all((c, t) in first_ok for t in targets)]
+    elapsed = trio.current_time() - since
     return {
         "seconds": round(max(first_ok.values()), 3) if len(first_ok) == pairs and first_ok else None,
         "timeoutSeconds": args.timeout,
-        "plan": "every pair" if sample == 0 else f"{sample} random per node + all from last {args.observers}",
+        "plan": "every pair" if sample == 0 else f"{sample} random per node + all from the last {args.observers}",
         "pairs": pairs, "pairsOk": len(first_ok),
         "pairSeconds": summary(list(first_ok.values())),
         "callerAllOkSeconds": summary(per_caller),
-        "calls": sum(outcomes.values()), "outcomes": dict(outcomes),
-        "failureExamples": examples,
+        "callersAllOk": len(per_caller),
+        "calls": sum(outcomes.values()), "callsPerSecond": round(sum(outcomes.values()) / elapsed, 1),
+        "outcomes": dict(outcomes), "failureExamples": examples,
     }
 
 
@@ -278,7 +301,11 @@ async def restart(run: Run) -> dict[str, Any]:
     for spec in callers:  # seen failing, as a caller would see it
         down[(await run.session(spec).call(victim.tool, victim.name)).kind] += 1
     t_start = trio.current_time()
-    await run.start_node(victim)
+    try:
+        await run.start_node(victim)
+    except RuntimeError as exc:  # say what still holds its port, if that is why
+        port = int(victim.addrs[0].split("/tcp/")[1].split("/")[0])
+        raise RuntimeError(f"{exc}; sockets on port {port} now: {port_states(tcp_tables(), port)}") from None
     up = trio.current_time()
     oks: dict[str, float | None] = {}
     after: Counter[str] = Counter()
@@ -319,7 +346,8 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                                "set": args.set, "seed": args.seed}
     t_run = trio.current_time()
     fleet: Fleet
-    limits = httpx.Limits(max_connections=args.nodes * args.per_node_calls + 16, max_keepalive_connections=None)
+    pool = args.calls_in_flight + 32
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     async with trio.open_nursery() as background, \
             httpx.AsyncClient(limits=limits, timeout=args.call_timeout, trust_env=False) as http:
         if args.mode == "packed":
@@ -333,14 +361,21 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             t0 = trio.current_time()
             last_up = await timed(f"starting {args.nodes} nodes ({args.mode})", lambda: start_mesh(run))
             figures["startSeconds"] = round(last_up - t0, 3)
-            figures["converge"] = await timed("calling until every node calls every tool",
-                                              lambda: converge(run, last_up))
+            phases: list[tuple[str, str, Callable[[], Any]]] = [
+                ("converge", "calling until every node calls every tool", lambda: converge(run, last_up))]
             if args.idle > 0:
-                figures["idle"] = await timed(f"idle for {args.idle:g} s", lambda: idle(run))
+                phases.append(("idle", f"idle for {args.idle:g} s", lambda: idle(run)))
             if args.lookups > 0:
-                figures["lookup"] = await timed("lookups of new tools", lambda: lookup(run))
+                phases.append(("lookup", "lookups of new tools", lambda: lookup(run)))
             if args.restart:
-                figures["restart"] = await timed("restarting a node", lambda: restart(run))
+                phases.append(("restart", "restarting a node", lambda: restart(run)))
+            for key, label, phase in phases:
+                try:
+                    figures[key] = await timed(label, phase)
+                except Exception as exc:  # the phase's figure says why; later phases still run
+                    log(f"{label}: failed: {type(exc).__name__}: {exc}")
+                    figures[key] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+                    figures["failedPhases"] = [*figures.get("failedPhases", []), key]
         finally:
             await fleet.aclose()
             background.cancel_scope.cancel()
@@ -374,14 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nodes starting at the same time (default 2: a start is mostly CPU)")
     p.add_argument("--start-timeout", type=positive(float), default=90.0, help="per node or worker (default 90 s)")
     p.add_argument("--sample", default="auto",
-                   help="targets per caller: auto (every pair up to 40 nodes, else 10), all, or a count")
+                   help="targets per caller: auto (every pair up to 20 nodes, else 10), all, or a count")
     p.add_argument("--observers", type=int, default=3,
                    help="with a sample: the last this many nodes started call every tool (default 3)")
     p.add_argument("--per-node-calls", type=positive(int), default=4,
                    help="calls in flight through one node's endpoint while converging (default 4)")
     p.add_argument("--call-timeout", type=positive(float), default=10.0, help="one call (default 10 s)")
+    p.add_argument("--calls-in-flight", type=positive(int), default=16,
+                   help="calls in flight in the whole run while converging (default 16)")
     p.add_argument("--poll", type=positive(float), default=0.25,
-                   help="pause before a failed pair is called again (default 0.25 s)")
+                   help="first pause before a caller's failed pairs are called again (default 0.25 s)")
+    p.add_argument("--poll-max", type=positive(float), default=1.0,
+                   help="the pause doubles up to this (default 1 s): the resolution of the figure")
     p.add_argument("--idle", type=float, default=30.0, help="idle window in seconds; 0 skips it (default 30)")
     p.add_argument("--lookups", type=int, default=3, help="newcomers joining one at a time (default 3)")
     p.add_argument("--lookup-poll", type=positive(float), default=0.05, help="(default 0.05 s)")
@@ -439,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(table(report_rows(figures)))
     print(json.dumps(figures, separators=(",", ":")))
-    return EXIT_OK
+    return EXIT_PHASE_FAILED if figures.get("failedPhases") else EXIT_OK
 
 
 if __name__ == "__main__":

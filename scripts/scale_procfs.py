@@ -12,6 +12,9 @@ from pathlib import Path
 
 PROC = Path("/proc")
 TCP_ESTABLISHED = "01"  # the `st` column of /proc/net/tcp
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+              "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
+              "0B": "CLOSING"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,3 +106,15 @@ def established_sockets(pids: Iterable[int], skip_ports: Mapping[int, set[int]] 
         counts[pid] = None if inodes is None else \
             sum(1 for inode in inodes if inode in established and established[inode] not in skip)
     return counts
+
+
+def port_states(tables: Iterable[str], port: int) -> dict[str, int]:
+    """How many sockets with local `port` are in each TCP state (why a port cannot be bound)."""
+    states: dict[str, int] = {}
+    for table in tables:
+        for line in table.splitlines()[1:]:
+            cols = line.split()
+            if len(cols) > 3 and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                name = TCP_STATES.get(cols[3], cols[3])
+                states[name] = states.get(name, 0) + 1
+    return states

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-AUTO_FULL_UP_TO = 40  # --sample auto: every pair up to this many nodes, else a sample
+AUTO_FULL_UP_TO = 20  # --sample auto: every pair up to this many nodes, else a sample
 
 
 def plan_pairs(names: Sequence[str], sample: int, observers: int, rng: random.Random) -> dict[str, list[str]]:
@@ -81,7 +81,10 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
         ("mode / nodes / processes", f"{figures['mode']} / {figures['nodes']} / {figures['processes']}"),
         ("start: first spawn -> last node up", fmt(figures.get("startSeconds"), " s")),
     ]
-    if conv:
+    for key in ("converge", "idle", "lookup", "restart"):
+        if "error" in (figures.get(key) or {}):
+            rows.append((f"{key}: FAILED", str(figures[key]["error"])[:200]))
+    if conv and "error" not in conv:
         done = conv.get("seconds")
         rows += [
             ("every node calls every tool (from last up)",
@@ -89,8 +92,9 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
             ("  pairs called / ok", f"{conv.get('pairs')} / {conv.get('pairsOk')} ({conv.get('plan')})"),
             ("  first ok per pair", fmt_summary(conv.get("pairSeconds"), " s")),
             ("  calls made (outcomes)", f"{conv.get('calls')} {conv.get('outcomes')}"),
+            ("  calls per second (all callers)", fmt(conv.get("callsPerSecond"))),
         ]
-    if idle:
+    if idle and "error" not in idle:
         rows += [
             ("connections per node (/status peers)", fmt_summary(idle.get("connections"))),
             ("established TCP sockets, /mcp excluded," + per, fmt_summary(idle.get("sockets"))),
@@ -100,9 +104,9 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
              fmt_summary(idle.get("cpuPercent"), " % of a core")),
             ("  all nodes together", fmt(idle.get("cpuPercentTotal"), " % of a core")),
         ]
-    if look:
+    if look and "error" not in look:
         rows.append(("lookup of a new node's tool (ready -> far call ok)", fmt_summary(look.get("seconds"), " s")))
-    if rst:
+    if rst and "error" not in rst:
         rows += [
             (f"restart of {rst.get('victim')} ({rst.get('how')})",
              f"down {fmt(rst.get('stopSeconds'), ' s')} to stop, {fmt(rst.get('startSeconds'), ' s')} to be up"),

@@ -82,7 +82,7 @@ def test_plan_every_pair_or_a_sample_with_observers() -> None:
     for caller, targets in sampled.items():
         assert caller not in targets
         assert len(targets) == (9 if caller in {"n7", "n8", "n9"} else 2)
-    assert resolve_sample("auto", 40) == 0 and resolve_sample("auto", 41) == 10 and resolve_sample("5", 9) == 5
+    assert resolve_sample("auto", 20) == 0 and resolve_sample("auto", 21) == 10 and resolve_sample("5", 9) == 5
     with pytest.raises(ValueError):
         resolve_sample("0", 9)
 
