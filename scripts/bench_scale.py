@@ -55,6 +55,12 @@ def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} bench-scale: {message}", file=sys.stderr, flush=True)
 
 
+def harness_cpu() -> float:
+    """CPU seconds this process (the harness, not the nodes) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Run:
     """One run: its fleet, its nodes, an MCP session with each, and the figures so far."""
 
@@ -141,6 +147,7 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
     outcomes: Counter[str] = Counter()
     examples: dict[str, str] = {}
     everywhere = trio.CapacityLimiter(args.calls_in_flight)
+    own0 = harness_cpu()
 
     async def caller(name: str) -> None:
         session = run.session(by_name[name])
@@ -186,6 +193,7 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
     per_caller = [max(first_ok[(c, t)] for t in targets) for c, targets in plan.items()
                   if targets and all((c, t) in first_ok for t in targets)]
     elapsed = trio.current_time() - since
+    harness = (harness_cpu() - own0) / elapsed * 100
     return {
         "seconds": round(max(first_ok.values()), 3) if len(first_ok) == pairs and first_ok else None,
         "timeoutSeconds": args.timeout,
@@ -196,19 +204,19 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
         "callersAllOk": len(per_caller),
         "calls": sum(outcomes.values()), "callsPerSecond": round(sum(outcomes.values()) / elapsed, 1),
         "outcomes": dict(outcomes), "failureExamples": examples,
+        "harnessCpuPercent": round(harness, 1),  # the harness shares the machine with the nodes
     }
 
 
 async def idle(run: Run) -> dict[str, Any]:
     """Phase 3: resources with no calls for `--idle` seconds."""
     processes = run.fleet.processes()
-    own0 = resource.getrusage(resource.RUSAGE_SELF)
+    own0 = harness_cpu()
     cpu0 = {pid: cpu_seconds(pid) for pid in processes}
     t0 = trio.current_time()
     await trio.sleep(run.args.idle)  # the measurement window itself
     elapsed = trio.current_time() - t0
     cpu1 = {pid: cpu_seconds(pid) for pid in processes}
-    own1 = resource.getrusage(resource.RUSAGE_SELF)
     endpoints: dict[int, set[int]] = {}
     for spec in run.specs:  # the harness's own HTTP connections to the endpoints do not count
         endpoints.setdefault(spec.pid, set()).add(int(spec.base_url.rsplit(":", 1)[1]))
@@ -235,7 +243,7 @@ async def idle(run: Run) -> dict[str, Any]:
                                                             run.args.call_timeout))
         if count is not None:
             connections.append(count)
-    harness = (own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime) / elapsed * 100
+    harness = (harness_cpu() - own0) / elapsed * 100
     return {
         "windowSeconds": round(elapsed, 1),
         "cpuPercent": summary(cpu, 2), "cpuPercentTotal": round(total_cpu / elapsed * 100, 1),

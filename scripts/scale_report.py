@@ -93,6 +93,7 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
             ("  first ok per pair", fmt_summary(conv.get("pairSeconds"), " s")),
             ("  calls made (outcomes)", f"{conv.get('calls')} {conv.get('outcomes')}"),
             ("  calls per second (all callers)", fmt(conv.get("callsPerSecond"))),
+            ("  harness CPU meanwhile", fmt(conv.get("harnessCpuPercent"), " % of a core")),
         ]
     if idle and "error" not in idle:
         rows += [
