@@ -347,11 +347,36 @@ async def timed(label: str, phase: Callable[[], Any]) -> Any:
     return result
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the harness; every node was stopped."""
+
+
 async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The whole run; SIGINT (Ctrl-C) or SIGTERM stops it, and every node, by PID."""
     workers = math.ceil(args.nodes / args.nodes_per_process) if args.mode == "packed" else args.nodes
     figures: dict[str, Any] = {"bench": "scale", "mode": args.mode, "nodes": args.nodes, "processes": workers,
                                "nodesPerProcess": args.nodes_per_process if args.mode == "packed" else 1,
                                "set": args.set, "seed": args.seed}
+    received: list[str] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    received.append(signal.Signals(signum).name)
+                    log(f"received {received[0]}; stopping every node")
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            await run_phases(args, folder, workers, figures)
+            nursery.cancel_scope.cancel()
+    if received:
+        raise Interrupted(received[0])
+    return figures
+
+
+async def run_phases(args: argparse.Namespace, folder: Path, workers: int, figures: dict[str, Any]) -> None:
     t_run = trio.current_time()
     fleet: Fleet
     pool = args.calls_in_flight + 32
@@ -388,7 +413,6 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             await fleet.aclose()
             background.cancel_scope.cancel()
     figures["runSeconds"] = round(trio.current_time() - t_run, 1)
-    return figures
 
 
 def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -475,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = trio.run(measure, args, folder)
     except BaseException as exc:  # shown as one line with the folder of logs, then the exit code
         keep = True
-        if _holds(exc, KeyboardInterrupt):
+        if _holds(exc, KeyboardInterrupt) or _holds(exc, Interrupted):
             log(f"interrupted; every process was stopped; logs in {folder}")
             return EXIT_INTERRUPTED
         log(f"failed: {'; '.join(_reasons(exc))}; logs in {folder}")
