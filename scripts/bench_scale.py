@@ -10,8 +10,8 @@ their PIDs. Phases, in order:
 1. start: node 0, then the others (`--start-parallel` at a time); "up" is the node's ready line.
 2. converge: from when the last node is up, every caller calls the tools of its planned
    targets through its own MCP endpoint (`--sample`), each pair until it first returns the
-   target's name; failed pairs are called again every `--poll` seconds. The figure is the time
-   of the last pair's first success.
+   target's name; a caller's failed pairs are called again after `--poll` seconds, the pause
+   doubling up to `--poll-max`. The figure is the time of the last pair's first success.
 3. idle: no calls for `--idle` seconds; CPU time and RSS of each PID from /proc, connections
    from each node's /status (peers connected), established TCP sockets per PID.
 4. lookup (`--lookups` times): a new node with a new tool joins; a far node (one started last,
@@ -43,7 +43,7 @@ import httpx
 import trio
 from scale_fleet import Fleet, NodeSpec, PackedFleet, ProcessFleet, parse_overrides, pin_ports, write_node
 from scale_probe import OK, McpSession, Outcome, connections_from_metrics, connections_from_status, get_status, get_text
-from scale_procfs import cpu_seconds, established_sockets, port_states, rss_bytes, tcp_tables
+from scale_procfs import cpu_seconds, established_sockets, port_states, rss_bytes, socket_inodes, tcp_tables
 from scale_report import plan_pairs, report_rows, resolve_sample, summary, table
 
 EXIT_OK, EXIT_FAILED, EXIT_PHASE_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -234,9 +234,14 @@ async def idle(run: Run) -> dict[str, Any]:
         if count is not None:
             socks.extend([count / len(nodes)] * len(nodes))
     connections: list[float] = []
+    known: list[float] = []
     source = "status"
     for spec in run.specs:
-        count = connections_from_status(await get_status(run.http, spec.base_url, run.args.call_timeout))
+        status = await get_status(run.http, spec.base_url, run.args.call_timeout)
+        tools = status.get("tools") if status is not None else None
+        if isinstance(tools, list):
+            known.append(len(tools))
+        count = connections_from_status(status)
         if count is None:  # a /status of another shape: the metrics gauge
             source = "metrics"
             count = connections_from_metrics(await get_text(run.http, f"{spec.base_url}/metrics",
@@ -251,6 +256,7 @@ async def idle(run: Run) -> dict[str, Any]:
         "socketsTotal": sum(c for c in sockets.values() if c is not None),
         "connections": summary(connections, 1), "connectionsSource": source,
         "connectionsReported": len(connections),
+        "toolsKnown": summary(known, 1),  # as each node's /status lists them (its own included)
         "harnessCpuPercent": round(harness, 2),
     }
 
@@ -313,7 +319,10 @@ async def restart(run: Run) -> dict[str, Any]:
         await run.start_node(victim)
     except RuntimeError as exc:  # say what still holds its port, if that is why
         port = int(victim.addrs[0].split("/tcp/")[1].split("/")[0])
-        raise RuntimeError(f"{exc}; sockets on port {port} now: {port_states(tcp_tables(), port)}") from None
+        owners = {pid: socket_inodes(pid) or set() for pid in [*run.fleet.processes(), victim.pid]}
+        states = port_states(tcp_tables(), port, owners)
+        raise RuntimeError(f"{str(exc).strip()}; sockets on port {port} now: {states} "
+                           f"({run.fleet.mode} mode; the stopped node ran in PID {victim.pid})") from None
     up = trio.current_time()
     oks: dict[str, float | None] = {}
     after: Counter[str] = Counter()
@@ -407,7 +416,7 @@ async def run_phases(args: argparse.Namespace, folder: Path, workers: int, figur
                     figures[key] = await timed(label, phase)
                 except Exception as exc:  # the phase's figure says why; later phases still run
                     log(f"{label}: failed: {type(exc).__name__}: {exc}")
-                    figures[key] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+                    figures[key] = {"error": " ".join(f"{type(exc).__name__}: {exc}".split())[:600]}
                     figures["failedPhases"] = [*figures.get("failedPhases", []), key]
         finally:
             await fleet.aclose()

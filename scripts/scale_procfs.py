@@ -108,13 +108,19 @@ def established_sockets(pids: Iterable[int], skip_ports: Mapping[int, set[int]] 
     return counts
 
 
-def port_states(tables: Iterable[str], port: int) -> dict[str, int]:
-    """How many sockets with local `port` are in each TCP state (why a port cannot be bound)."""
+def port_states(tables: Iterable[str], port: int, owners: Mapping[int, set[int]] | None = None) -> dict[str, int]:
+    """How many sockets with local `port` are in each TCP state (why a port cannot be bound);
+    with `owners` (pid -> its socket inodes), a socket one of them holds counts as
+    "<STATE> held by <pid>"."""
     states: dict[str, int] = {}
     for table in tables:
         for line in table.splitlines()[1:]:
             cols = line.split()
-            if len(cols) > 3 and int(cols[1].rsplit(":", 1)[1], 16) == port:
+            if len(cols) > 9 and int(cols[1].rsplit(":", 1)[1], 16) == port:
                 name = TCP_STATES.get(cols[3], cols[3])
+                inode = int(cols[9])
+                holder = next((pid for pid, inodes in (owners or {}).items() if inode and inode in inodes), None)
+                if holder is not None:
+                    name = f"{name} held by {holder}"
                 states[name] = states.get(name, 0) + 1
     return states

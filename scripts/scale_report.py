@@ -40,12 +40,13 @@ def resolve_sample(sample: str, nodes: int) -> int:
 
 
 def summary(samples: Sequence[float], digits: int = 3) -> dict[str, Any]:
-    """count, median, p90 and max of samples (None when there are none)."""
+    """count, min, median, p90 and max of samples (None when there are none)."""
     if not samples:
-        return {"count": 0, "median": None, "p90": None, "max": None}
+        return {"count": 0, "min": None, "median": None, "p90": None, "max": None}
     ordered = sorted(samples)
     p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return {"count": len(ordered), "median": round(statistics.median(ordered), digits),
+    return {"count": len(ordered), "min": round(ordered[0], digits),
+            "median": round(statistics.median(ordered), digits),
             "p90": round(p90, digits), "max": round(ordered[-1], digits)}
 
 
@@ -98,6 +99,9 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     if idle and "error" not in idle:
         rows += [
             ("connections per node (/status peers)", fmt_summary(idle.get("connections"))),
+            ("tools each node's /status lists, of " + str(figures["nodes"]),
+             fmt_summary(idle.get("toolsKnown")) + (f", min {fmt(idle['toolsKnown'].get('min'))}"
+                                                    if (idle.get("toolsKnown") or {}).get("count") else "")),
             ("established TCP sockets, /mcp excluded," + per, fmt_summary(idle.get("sockets"))),
             ("  all processes together", fmt(idle.get("socketsTotal"))),
             ("RSS" + per, fmt_summary(idle.get("rssMiB"), " MiB")),

@@ -100,5 +100,5 @@ def test_overrides_nest_and_merge_into_the_config() -> None:
 
 
 def test_summary() -> None:
-    assert summary([]) == {"count": 0, "median": None, "p90": None, "max": None}
-    assert summary([3.0, 1.0, 2.0]) == {"count": 3, "median": 2.0, "p90": 3.0, "max": 3.0}
+    assert summary([]) == {"count": 0, "min": None, "median": None, "p90": None, "max": None}
+    assert summary([3.0, 1.0, 2.0]) == {"count": 3, "min": 1.0, "median": 2.0, "p90": 3.0, "max": 3.0}
