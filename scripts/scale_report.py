@@ -82,9 +82,6 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
         ("mode / nodes / processes", f"{figures['mode']} / {figures['nodes']} / {figures['processes']}"),
         ("start: first spawn -> last node up", fmt(figures.get("startSeconds"), " s")),
     ]
-    for key in ("converge", "idle", "lookup", "restart"):
-        if "error" in (figures.get(key) or {}):
-            rows.append((f"{key}: FAILED", str(figures[key]["error"])[:200]))
     if conv and "error" not in conv:
         done = conv.get("seconds")
         rows += [
@@ -118,5 +115,8 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
             ("  first caller ok, from its start", fmt(rst.get("firstOkFromStart"), " s")),
             ("  every caller ok, from its start", fmt(rst.get("allOkFromStart"), " s")),
         ]
+    for key in ("converge", "idle", "lookup", "restart"):
+        if "error" in (figures.get(key) or {}):
+            rows.append((f"{key}: FAILED", str(figures[key]["error"])[:300]))
     rows.append(("whole run", fmt(figures.get("runSeconds"), " s")))
     return rows

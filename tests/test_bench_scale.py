@@ -24,7 +24,7 @@ from scale_probe import (  # noqa: E402
     sse_messages,
 )
 from scale_procfs import CLOCK_TICKS, established_inodes, parse_stat_cpu, parse_status_rss  # noqa: E402
-from scale_report import plan_pairs, resolve_sample, summary  # noqa: E402
+from scale_report import plan_pairs, report_rows, resolve_sample, summary  # noqa: E402
 
 
 def test_stat_cpu_counts_fields_after_a_command_name_with_spaces_and_parentheses() -> None:
@@ -102,3 +102,13 @@ def test_overrides_nest_and_merge_into_the_config() -> None:
 def test_summary() -> None:
     assert summary([]) == {"count": 0, "min": None, "median": None, "p90": None, "max": None}
     assert summary([3.0, 1.0, 2.0]) == {"count": 3, "min": 1.0, "median": 2.0, "p90": 3.0, "max": 3.0}
+
+
+def test_report_rows_show_a_failed_phase_and_skip_its_figures() -> None:
+    figures = {"mode": "packed", "nodes": 4, "processes": 2, "startSeconds": 1.5, "runSeconds": 9.0,
+               "converge": {"seconds": None, "timeoutSeconds": 60.0, "pairs": 12, "pairsOk": 10},
+               "restart": {"error": "RuntimeError: n2: port in use"}}
+    rows = dict(report_rows(figures))
+    assert rows["every node calls every tool (from last up)"] == "NOT within 60 s"
+    assert rows["restart: FAILED"] == "RuntimeError: n2: port in use"
+    assert not any(label.startswith("restart of") for label in rows)
