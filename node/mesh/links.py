@@ -106,17 +106,25 @@ class PeerLinks:
         """
         with trio.move_on_after(STOP_TIMEOUT) as scope:
             scope.shield = True
-            await self.calls.aclose()
-            for peer in list(self.host.get_network().connections):
-                try:
-                    await self.host.disconnect(peer)
-                except Exception as exc:  # already closing: nothing more to do for this peer
-                    log.debug("disconnect from %s: %s", peer, type(exc).__name__)
+            # Listeners first: they are what a restart on the same port needs released, and
+            # nothing new should arrive while the peers are let go.
             for listener in list(getattr(self.host.get_network(), "listeners", {}).values()):
                 try:
                     await listener.close()
                 except Exception as exc:  # a listener that failed to start: nothing to close
                     log.debug("closing a listener: %s", type(exc).__name__)
+            await self.calls.aclose()
+            # Every peer at once: one by one, a node with dozens of peers on a busy machine
+            # ran out of the stop timeout.
+            async with trio.open_nursery() as nursery:
+                for peer in list(self.host.get_network().connections):
+                    nursery.start_soon(self._disconnect, peer)
+
+    async def _disconnect(self, peer: ID) -> None:
+        try:
+            await self.host.disconnect(peer)
+        except Exception as exc:  # already closing: nothing more to do for this peer
+            log.debug("disconnect from %s: %s", peer, type(exc).__name__)
 
 
 def connection_direction(conn: INetConn) -> str:
