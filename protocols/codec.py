@@ -86,7 +86,9 @@ def decode_json(frame: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, and int strings past Python's digit limit
         raise InvalidRequest(f"frame is not valid JSON: {_short(str(exc))}") from None
-    if json_depth(value, max_depth) > max_depth:
+    # Every level opens a bracket, so a frame with few brackets needs no walk to know its depth.
+    brackets = frame.count(b"{") + frame.count(b"[")
+    if brackets > max_depth and json_depth(value, max_depth) > max_depth:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels")
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         # Such a string cannot be encoded as UTF-8: echoing or storing it would break later.
