@@ -30,8 +30,9 @@ from protocols.errors import NotAllowed
 from protocols.messages import CallOrigin
 
 DOMAIN = b"praxis-call-origin/1\n"
-# One encoder for every digest: `json.dumps` with options builds a new encoder on each call.
+# Built once: `json.dumps` with options builds a new encoder on every call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
@@ -40,8 +41,7 @@ def arguments_digest(arguments: dict[str, Any]) -> str:
 
 
 def _signed_bytes(peer_id: str, target: str, nonce: str, expires_ms: int, tool: str, digest: str) -> bytes:
-    return DOMAIN + json.dumps([peer_id, tool, digest, expires_ms, nonce, target],
-                               separators=(",", ":"), ensure_ascii=False).encode()
+    return DOMAIN + _COMPACT.encode([peer_id, tool, digest, expires_ms, nonce, target]).encode()
 
 
 def sign_origin(

@@ -51,9 +51,9 @@ async def main(args: argparse.Namespace) -> None:
               flush=True)
         if profile is not None:
             stats = pstats.Stats(profile)
-            stats.sort_stats(args.sort).print_stats(args.top)
             if args.dump:
                 stats.dump_stats(args.dump)
+            stats.sort_stats(args.sort).print_stats(args.top)
 
 
 if __name__ == "__main__":
