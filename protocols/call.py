@@ -126,8 +126,7 @@ class _ServerCall:
 
     def __init__(self, session: _ServerSession, frame: CallFrame) -> None:
         self.session = session
-        # The request part of the frame, validated once with it.
-        self.request = ToolRequest.model_construct(**{name: getattr(frame, name) for name in ToolRequest.model_fields})
+        self.request: ToolRequest = frame  # a call frame is a request with a few more fields
         self.listens = frame.events
         self.min_level = LOG_LEVELS.index(frame.log_level) if frame.log_level is not None else None
         self.scope = trio.CancelScope()

@@ -131,9 +131,9 @@ class Router:
 
     def _peer_target(self, name: str) -> tuple[str, str | None]:
         """(tool, definition) that `name` routes to among peers; see `tools`."""
-        definitions = self.directory.definitions(name)  # none: no peer lists `name` itself
-        if definitions:
-            return name, definitions[0].fingerprint
+        pinned = self.directory.pinned(name)  # None: no peer lists `name` itself
+        if pinned is not None:
+            return name, pinned
         tool, at, suffix = name.rpartition("@")
         if at and tool:
             for definition in self.directory.definitions(tool):
