@@ -126,8 +126,7 @@ class _ServerCall:
 
     def __init__(self, session: _ServerSession, frame: CallFrame) -> None:
         self.session = session
-        # The request part of the frame, validated once with it.
-        self.request = ToolRequest.model_construct(**{name: getattr(frame, name) for name in ToolRequest.model_fields})
+        self.request: ToolRequest = frame  # a call frame is a request with a few more fields
         self.listens = frame.events
         self.min_level = LOG_LEVELS.index(frame.log_level) if frame.log_level is not None else None
         self.scope = trio.CancelScope()
@@ -231,6 +230,8 @@ class _ServerSession:
         # Reads wait as long as `wait_scope` allows: the idle time between calls, no limit during one.
         self.framed: FramedStream = replace(limits, idle_timeout=math.inf).framed(stream)
         self.outbox_send, self.outbox_receive = trio.open_memory_channel[bytes](OUTBOX_FRAMES)
+        self.unwritten = 0  # frames in the outbox or being written by the writer task
+        self.write_lock = trio.Lock()  # one frame on the stream at a time, in order
         self.call: _ServerCall | None = None
         self.calls = 0
         self.stray = 0
@@ -371,7 +372,15 @@ class _ServerSession:
             frame = {**response.to_wire(), "type": "result", "keepMs": keep_ms}
             if not self.broken:
                 deadline = trio.current_time() + self.limits.idle_timeout
-                if not await self.outbox_put(encode_json(frame), deadline):
+                if self.unwritten == 0 and not self.write_lock.locked():
+                    # Nothing waits to go before it (the usual case): written here, which spares
+                    # a hand-over to the writer task. The lock keeps any later frame behind it.
+                    self.write_lock.acquire_nowait()
+                    try:
+                        await self._write(encode_json(frame), deadline)
+                    finally:
+                        self.write_lock.release()
+                elif not await self.outbox_put(encode_json(frame), deadline):
                     self._break("the caller did not take the result")
             if last:
                 self.finished = True
@@ -387,27 +396,37 @@ class _ServerSession:
             self.outbox_send.send_nowait(data)
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
+        self.unwritten += 1
         return True
 
     async def outbox_put(self, data: bytes, deadline: float) -> bool:
+        self.unwritten += 1  # counted from now: the writer may take it before this task resumes
         with trio.move_on_at(deadline):
             try:
                 await self.outbox_send.send(data)
+                return True
             except trio.ClosedResourceError:
-                return False
-            return True
+                pass
+        self.unwritten -= 1  # not sent (a cancelled send delivers nothing)
         return False
 
     async def _write_loop(self) -> None:
         async for data in self.outbox_receive:
-            if self.broken:
-                continue  # drain: nobody will read these
             try:
-                # Each frame must be taken within the idle time: a caller that stops reading
-                # loses the stream, not the provider's call.
-                await self.framed.write_frame(data, trio.current_time() + self.limits.idle_timeout)
-            except PraxisError as exc:
-                self._break(f"writing to the caller: {exc.message}")
+                async with self.write_lock:
+                    await self._write(data, trio.current_time() + self.limits.idle_timeout)
+            finally:
+                self.unwritten -= 1
+
+    async def _write(self, data: bytes, deadline: float) -> None:
+        """Write one frame (the caller holds `write_lock`). Each frame must be taken within the
+        idle time: a caller that stops reading loses the stream, not the provider's call."""
+        if self.broken:
+            return  # nobody will read it
+        try:
+            await self.framed.write_frame(data, deadline)
+        except PraxisError as exc:
+            self._break(f"writing to the caller: {exc.message}")
 
     def _break(self, why: str) -> None:
         if not self.broken:

@@ -70,6 +70,9 @@ class FramedStream:
             if frame is not None:
                 return frame
             wait_until = min(deadline, trio.current_time() + self.idle_timeout)
+            if wait_until == math.inf:  # no limit here (the caller's own scope bounds the wait)
+                self.decoder.feed(await self._read_chunk())
+                continue
             with trio.move_on_at(wait_until):
                 chunk = await self._read_chunk()
                 self.decoder.feed(chunk)

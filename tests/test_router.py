@@ -225,3 +225,19 @@ async def test_failover_trusts_only_the_failed_providers_own_word_on_idempotence
     with pytest.raises(PeerUnreachable, match="not idempotent"):
         await router.call("t", {}, deadline=deadline())
     assert [p for p, _ in peers.calls] == ["p1"]
+
+
+async def test_the_pinned_definition_is_the_first_of_the_definitions_whatever_the_order_of_arrival():
+    # `pinned` is what routing asks (cheaply); `definitions` is what the listing shows: they must agree.
+    specs = [ToolSpec(name="echo", description=d) for d in ("one", "two", "three")]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        directory = PeerDirectory()
+        for round_, index in enumerate(order):
+            directory.update(Card(name=f"n{index}", peer_id=f"p{index}", tools=[specs[index]]))
+            # and a second provider of the same definition, in the same clock tick
+            directory.update(Card(name=f"m{index}", peer_id=f"q{index}", tools=[specs[index]]))
+            if round_ == 0:
+                await trio.sleep(0.01)  # the first arrives alone at an earlier clock reading
+        assert directory.pinned("echo") == directory.definitions("echo")[0].fingerprint
+        assert directory.definitions("echo")[0].spec == specs[order[0]]
+    assert PeerDirectory().pinned("echo") is None

@@ -182,8 +182,10 @@ class CallStreams:
                         nursery.start_soon(lambda s=stream: end_stream(s, ok=True))
                 continue
             self._wake = trio.Event()
-            self._next_at = next_at
-            with trio.move_on_at(next_at):
+            # With every stream out on a call, wake after the longest keep anyway: else each call's
+            # stream coming back (`_put`) would wake the reaper only to find nothing due.
+            self._next_at = min(next_at, now + self.limits.idle_timeout / 2)
+            with trio.move_on_at(self._next_at):
                 await self._wake.wait()
 
     async def aclose(self) -> None:

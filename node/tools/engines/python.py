@@ -69,9 +69,10 @@ def wants_events(func: Callable[..., Any]) -> bool:
 
 class PythonEngine:
     def __init__(self) -> None:
-        self._resolved: dict[tuple[str, Path | None], Callable[..., Any]] = {}
+        # (callable, whether it wants `praxis_events`): looked up and inspected once, not per call.
+        self._resolved: dict[tuple[str, Path | None], tuple[Callable[..., Any], bool]] = {}
 
-    def _callable(self, contract: ToolContract, *, fresh: bool = False) -> Callable[..., Any]:
+    def _callable(self, contract: ToolContract, *, fresh: bool = False) -> tuple[Callable[..., Any], bool]:
         target = contract.typed_spec(PythonSpec, fresh=fresh).callable
         key = (target, contract.config_dir)  # `mytools:greet` of two config folders: two functions
         cached = self._resolved.get(key)
@@ -81,8 +82,8 @@ class PythonEngine:
             func = import_callable(target, contract.config_dir)
         except ValueError as exc:
             raise ContractError(f"tool {contract.name!r}: {exc}") from None
-        self._resolved[key] = func
-        return func
+        resolved = self._resolved[key] = (func, wants_events(func))
+        return resolved
 
     def check_contract(self, contract: ToolContract) -> None:
         if any(p.name == PYTHON_EVENTS_PARAMETER for p in contract.params):
@@ -94,11 +95,11 @@ class PythonEngine:
         self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
         events: CallEvents = NO_EVENTS,
     ) -> ToolResult:
-        func = self._callable(contract)
+        func, func_wants_events = self._callable(contract)
         if PYTHON_EVENTS_PARAMETER in arguments:  # only an undeclared argument can be named so
             raise InvalidArguments(f"tool {contract.name!r}: no argument may be named {PYTHON_EVENTS_PARAMETER!r}")
         kwargs = dict(arguments)
-        if wants_events(func):
+        if func_wants_events:
             kwargs[PYTHON_EVENTS_PARAMETER] = limited(events)
         with trio.move_on_at(deadline) as scope:
             try:
