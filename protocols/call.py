@@ -69,6 +69,7 @@ from protocols.call_messages import (
 )
 from protocols.codec import encode_json, parse_model
 from protocols.errors import Busy, Cancelled, InvalidRequest, PeerUnreachable, PraxisError, TooLarge, ToolTimeout
+from protocols.event_limits import TokenBucket
 from protocols.messages import ToolRequest, ToolResponse
 from protocols.streams import ByteStream, FramedStream, WireLimits
 
@@ -90,25 +91,6 @@ CallDispatch = Callable[[ToolRequest, str, CallEvents], Awaitable[ToolResponse]]
 @dataclass(frozen=True)
 class CallLimits:
     max_calls: int = 1000  # calls on one stream, one after the other
-
-
-class _Bucket:
-    """A token bucket: `take()` is False past `rate` a second after a burst of `burst`."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.at = trio.current_time()
-
-    def take(self) -> bool:
-        now = trio.current_time()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 # ----- provider side --------------------------------------------------------------------------
@@ -133,7 +115,7 @@ class _ServerCall:
         self.why = ""
         self.questions: dict[int, _Question] = {}
         self.asked = 0
-        self.bucket = _Bucket(INTERIM_RATE, INTERIM_BURST)
+        self.bucket = TokenBucket(INTERIM_RATE, INTERIM_BURST)
         self.dropped = 0
 
     @property

@@ -40,6 +40,7 @@ from protocols.call_events import (
     not_supported,
 )
 from protocols.errors import Busy, InvalidArguments, TooLarge, ToolTimeout
+from protocols.event_limits import TokenBucket
 
 log = logging.getLogger("praxis.mcp.server")
 
@@ -98,8 +99,7 @@ class ClientEvents:
         self._sent_at = -float("inf")
         self._waiting: Progress | None = None  # the newest report held back by the interval
         self._held = trio.Event()
-        self._log_window_start = -float("inf")
-        self._logs_in_window = 0
+        self._log_bucket = TokenBucket(LOG_BURST, LOG_BURST)
         self._pending_asks = 0
 
     # ----- progress ----------------------------------------------------------------------
@@ -156,12 +156,8 @@ class ClientEvents:
     async def log(self, message: LogMessage) -> None:
         if not self._wants(message.level):
             return
-        now = trio.current_time()
-        if now - self._log_window_start >= 1.0:
-            self._log_window_start, self._logs_in_window = now, 0
-        if self._logs_in_window >= LOG_BURST:
+        if not self._log_bucket.take():
             return
-        self._logs_in_window += 1
         data = message.data
         if _json_size(data) > MAX_LOG_BYTES:
             data = f"(a log message of more than {MAX_LOG_BYTES // 1024} KiB, dropped)"
