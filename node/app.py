@@ -53,6 +53,8 @@ from node.tools.engines.process import ProcessEngine
 from node.tools.engines.python import PythonEngine
 from node.tools.engines.remote_mcp import RemoteMcpEngine
 from node.tools.local import LocalTools
+from protocols.call import CALL_PROTOCOL
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.card import CARD_PROTOCOL
 from protocols.messages import Card, ToolResponse, ToolSpec
 from protocols.peers import PEERS_PROTOCOL, PeerList
@@ -147,7 +149,8 @@ class Node:
         # Tool labels are the names the router offers (read when tools_changed moves).
         self.stats = stats = MeshStats(lambda: self.router.tools(), self.tools_changed)
         self.host = host = build_host(self.key_pair, config.p2p, limits)
-        self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds, stats)
+        self.links = links = PeerLinks(host, self.limits, limits.connect_timeout_seconds, stats,
+                                       min(limits.max_idle_streams_per_peer, limits.max_streams_per_peer // 2))
         p2p = config.p2p
         self.dialer = dialer = Dialer(host, self.connections, limits.connect_timeout_seconds,
                                       p2p.dial_backoff_max_seconds,
@@ -173,6 +176,7 @@ class Node:
         self.mcp_endpoint = MeshMcpEndpoint(self.mesh, config.mcp)
         for protocol, handler in ((CARD_PROTOCOL, self.cards.serve_card_stream),
                                   (TOOL_PROTOCOL, self.service.serve_tool_stream),
+                                  (CALL_PROTOCOL, self.service.serve_call_stream),
                                   (PEERS_PROTOCOL, self.peer_exchange.serve_peers_stream)):
             host.set_stream_handler(protocol, isolated_handler(f"serving {protocol}", handler))  # type: ignore[arg-type]
         host.get_network().register_notifee(ConnectionEvents(self._connected, self._disconnected))
@@ -185,6 +189,7 @@ class Node:
                     await held.enter_async_context(self.announcements.running())
                 nursery = await held.enter_async_context(trio.open_nursery())
                 self._nursery = nursery
+                await nursery.start(links.calls.run)
                 await nursery.start(self.cards.run)
                 if self.dht is not None:
                     await nursery.start(self.dht.run)
@@ -312,10 +317,12 @@ class Node:
         return await self.mesh.call(name, dict(arguments or {}), timeout=timeout)
 
     async def request_peer(
-        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
+        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResponse:
-        """Send a call to one given peer (which serves it or forwards it), bypassing the router."""
-        return await self.mesh.request(peer_id, name, arguments, timeout=timeout)
+        """Send a call to one given peer (which serves it or forwards it), bypassing the router;
+        `events` hears what the tool says while it runs."""
+        return await self.mesh.request(peer_id, name, arguments, timeout=timeout, events=events)
 
     async def fetch_peer_list(self, peer_id: str, *, timeout: float = 5.0) -> PeerList:
         return await self.links.fetch_peer_list(peer_id, timeout=timeout)

@@ -55,6 +55,12 @@ class AskRefused(Exception):
 class CallEvents(Protocol):
     """The caller of one call, as seen by whatever runs it."""
 
+    @property
+    def log_level(self) -> str | None:
+        """The lowest level of log message the caller wants (`LOG_LEVELS`); None: it wants none.
+        A forwarded call carries it to the next hop, so nothing below it crosses the mesh."""
+        ...
+
     async def progress(self, update: Progress) -> None:
         """Pass a progress report on towards the caller (it may be dropped by a rate limit)."""
         ...
@@ -77,6 +83,10 @@ def not_supported(method: str) -> AskRefused:
 
 class NoEvents:
     """A caller that listens to nothing and can answer nothing."""
+
+    @property
+    def log_level(self) -> str | None:
+        return None
 
     async def progress(self, update: Progress) -> None:
         return None

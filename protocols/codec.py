@@ -81,12 +81,14 @@ def decode_json(frame: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"frame is not valid UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, and int strings past Python's digit limit
         raise InvalidRequest(f"frame is not valid JSON: {_short(str(exc))}") from None
-    if json_depth(value, max_depth) > max_depth:
+    # Every level opens a bracket, so a frame with few brackets needs no walk to know its depth.
+    brackets = frame.count(b"{") + frame.count(b"[")
+    if brackets > max_depth and json_depth(value, max_depth) > max_depth:
         raise InvalidRequest(f"JSON nested deeper than {max_depth} levels")
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         # Such a string cannot be encoded as UTF-8: echoing or storing it would break later.
@@ -127,9 +129,14 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# Built once: `json.loads` / `json.dumps` with options build a new decoder / encoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(value: Any) -> bytes:
     """One compact JSON value plus the newline terminator."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
+    return _ENCODER.encode(value).encode() + b"\n"
 
 
 def parse_model(model: type[M], raw: Any, what: str) -> M:

@@ -20,26 +20,28 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-from libp2p.crypto.keys import PrivateKey
+from libp2p.crypto.keys import PrivateKey, PublicKey
 from libp2p.peer.id import ID
 
 from protocols.errors import NotAllowed
 from protocols.messages import CallOrigin
 
 DOMAIN = b"praxis-call-origin/1\n"
+# Built once: `json.dumps` with options builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
     """SHA-256 of the arguments as canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(arguments).encode()).hexdigest()
 
 
 def _signed_bytes(peer_id: str, target: str, nonce: str, expires_ms: int, tool: str, digest: str) -> bytes:
-    return DOMAIN + json.dumps([peer_id, tool, digest, expires_ms, nonce, target],
-                               separators=(",", ":"), ensure_ascii=False).encode()
+    return DOMAIN + _COMPACT.encode([peer_id, tool, digest, expires_ms, nonce, target]).encode()
 
 
 def sign_origin(
@@ -52,20 +54,30 @@ def sign_origin(
                       signature=base64.b64encode(key.sign(data)).decode())
 
 
-def check_signature(origin: CallOrigin, tool: str, arguments: dict[str, Any], now_ms: int | None = None) -> None:
+def origin_key(peer_id: str) -> PublicKey:
+    """The public key embedded in an Ed25519 peer ID; `NotAllowed` for any other peer ID."""
+    try:
+        key = ID.from_base58(peer_id).extract_public_key()
+    except Exception:  # base58 and multihash errors of several types
+        key = None
+    if key is None:
+        raise NotAllowed("call refused: the origin proof names no Ed25519 peer ID")
+    return key
+
+
+def check_signature(
+    origin: CallOrigin, tool: str, arguments: dict[str, Any], now_ms: int | None = None,
+    key_of: Callable[[str], PublicKey] = origin_key,
+) -> None:
     """Raise `NotAllowed` unless the proof is signed by its peer and has not expired.
 
+    `key_of` turns the proof's peer ID into its public key (`origin_key`, or a cache of it).
     Replays are not checked here: that needs the memory of seen nonces.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if origin.expires_ms < now_ms:
         raise NotAllowed(f"call refused: its origin proof expired {(now_ms - origin.expires_ms) / 1000:.0f} s ago")
-    try:
-        key = ID.from_base58(origin.peer_id).extract_public_key()
-    except Exception:  # base58 and multihash errors of several types
-        key = None
-    if key is None:
-        raise NotAllowed("call refused: the origin proof names no Ed25519 peer ID")
+    key = key_of(origin.peer_id)
     try:
         signature = base64.b64decode(origin.signature, validate=True)
     except (binascii.Error, ValueError):

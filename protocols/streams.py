@@ -70,6 +70,9 @@ class FramedStream:
             if frame is not None:
                 return frame
             wait_until = min(deadline, trio.current_time() + self.idle_timeout)
+            if wait_until == math.inf:  # no limit here (the caller's own scope bounds the wait)
+                self.decoder.feed(await self._read_chunk())
+                continue
             with trio.move_on_at(wait_until):
                 chunk = await self._read_chunk()
                 self.decoder.feed(chunk)
@@ -82,7 +85,10 @@ class FramedStream:
         return decode_json(await self.read_frame(deadline), self.max_depth)
 
     async def write_json(self, value: Any, deadline: float = math.inf) -> None:
-        data = encode_json(value)
+        await self.write_frame(encode_json(value), deadline)
+
+    async def write_frame(self, data: bytes, deadline: float = math.inf) -> None:
+        """Write one already encoded frame (`encode_json`)."""
         with trio.move_on_at(deadline) as scope:
             try:
                 await self.stream.write(data)

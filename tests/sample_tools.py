@@ -42,3 +42,13 @@ async def record(token: str, seconds: float = 0.0) -> str:
     with open(path, "a", encoding="utf-8") as f:  # noqa: ASYNC230 - one short line, synchronously on purpose
         f.write(token + "\n")
     return token
+
+
+async def steps(count: int, praxis_events: Any) -> str:
+    """Report `count` progress steps and one log line through the call's events (python engine)."""
+    from protocols.call_events import LogMessage, Progress
+
+    for i in range(1, int(count) + 1):
+        await praxis_events.progress(Progress(i, count, f"step {i}"))
+    await praxis_events.log(LogMessage("info", "steps done"))
+    return f"{count} steps"

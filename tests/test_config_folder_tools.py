@@ -92,8 +92,8 @@ def test_modules_not_in_the_folder_come_from_the_import_path(tmp_path: Path) -> 
                          {"echo": "tests.sample_tools:echo", "dumps": "json:dumps"})
     engine = PythonEngine()
     echo, dumps = load_config(config, env={}).agent.tools
-    assert engine._callable(dumps) is json.dumps
-    assert engine._callable(echo) is sys.modules["tests.sample_tools"].echo
+    assert engine._callable(dumps)[0] is json.dumps
+    assert engine._callable(echo)[0] is sys.modules["tests.sample_tools"].echo
 
 
 def test_a_folder_already_on_the_import_path_is_imported_once(tmp_path: Path,
@@ -103,7 +103,7 @@ def test_a_folder_already_on_the_import_path_is_imported_once(tmp_path: Path,
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         [contract] = load_config(config, env={}).agent.tools
-        assert PythonEngine()._callable(contract) is sys.modules["onpath_tools"].greet
+        assert PythonEngine()._callable(contract)[0] is sys.modules["onpath_tools"].greet
     finally:
         sys.modules.pop("onpath_tools", None)
 

@@ -55,3 +55,15 @@ def test_encode_is_compact_single_line():
     data = encode_json({"a": [1, 2], "t": "x\ny"})
     assert data == b'{"a":[1,2],"t":"x\\ny"}\n'
     assert data.count(b"\n") == 1
+
+
+def test_depth_is_bounded_at_the_limit_whatever_the_brackets_in_strings():
+    # decode_json walks a value for its depth only when the frame has more brackets than the
+    # limit allows levels: these frames sit on both sides of that shortcut.
+    assert decode_json(b"[" * 64 + b"]" * 64, max_depth=64) is not None  # 64 brackets, 64 levels
+    with pytest.raises(InvalidRequest, match="nested deeper than 64"):
+        decode_json(b"[" * 65 + b"]" * 65, max_depth=64)
+    with pytest.raises(InvalidRequest, match="nested deeper than 3"):
+        decode_json(b'{"a":[{"b":[1]}],"s":"' + b"[{" * 50 + b'"}', max_depth=3)
+    shallow = decode_json(b'{"s":"' + b"[{" * 50 + b'","t":[1]}', max_depth=2)  # brackets only in text
+    assert shallow["t"] == [1]

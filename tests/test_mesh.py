@@ -82,7 +82,8 @@ async def test_unreachable_provider_is_skipped_for_the_next():
         first_choice = caller.directory.providers("dup")[0]
         # Make the first choice unreachable without telling the directory: a stale card.
         victim = next(n for n in nodes if n.peer_id == first_choice)
-        victim.host.remove_stream_handler("/praxis/tool/1.0.0")
+        for protocol in ("/praxis/tool/1.0.0", "/praxis/tool/1.1.0"):
+            victim.host.remove_stream_handler(protocol)
         routed = await caller.call("dup", {"text": "x"})
         assert routed.provider != first_choice
         # Still listed, but now ranked last after the failure.
@@ -94,7 +95,8 @@ async def test_all_providers_unreachable_names_what_was_tried():
         nodes = await start_mesh(stack, [[], [py_tool("lonely", "noop")]])
         caller = nodes[0]
         await wait_all_know([caller], {"lonely"})
-        nodes[1].host.remove_stream_handler("/praxis/tool/1.0.0")
+        for protocol in ("/praxis/tool/1.0.0", "/praxis/tool/1.1.0"):
+            nodes[1].host.remove_stream_handler(protocol)
         with pytest.raises(NoProvider) as err:
             await caller.call("lonely", {})
         assert "lonely" in err.value.message and nodes[1].peer_id in err.value.message

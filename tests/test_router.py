@@ -15,7 +15,7 @@ from node.mesh.directory import PeerDirectory
 from node.mesh.router import Router, variant_name
 from node.tools.engines.python import PythonEngine
 from node.tools.local import LocalTools
-from protocols.errors import Busy, NoProvider, PeerUnreachable, ToolExecutionError, ToolNotFound
+from protocols.errors import Busy, Cancelled, NoProvider, PeerUnreachable, ToolExecutionError, ToolNotFound
 from protocols.messages import Card, ToolRequest, ToolResponse, ToolResult, ToolSpec
 
 
@@ -26,7 +26,9 @@ class ScriptedPeers:
         self.answers = answers
         self.calls: list[tuple[str, ToolRequest]] = []
 
-    async def __call__(self, peer_id: str, request: ToolRequest, deadline: float, events: object = None) -> ToolResponse:
+    async def __call__(
+        self, peer_id: str, request: ToolRequest, deadline: float, events: object = None
+    ) -> ToolResponse:
         self.calls.append((peer_id, request))
         answer = self.answers[peer_id]
         if isinstance(answer, Exception):
@@ -78,6 +80,15 @@ async def test_call_that_may_have_run_is_not_retried_unless_idempotent():
     peers.calls.clear()
     router = router_with([card("p1", "t", idempotent=True), card("p2", "t", idempotent=True)], peers)
     assert (await router.call("t", {}, deadline=deadline())).provider == "p2"
+
+
+async def test_a_cancelled_call_is_never_retried_elsewhere():
+    cancelled = ToolResponse.failure("x", Cancelled.code, "call cancelled: the caller cancelled the call")
+    peers = ScriptedPeers({"p1": cancelled, "p2": ToolResult.text("ok")})
+    router = router_with([card("p1", "t", idempotent=True), card("p2", "t", idempotent=True)], peers)
+    with pytest.raises(Cancelled):
+        await router.call("t", {}, deadline=deadline())
+    assert [p for p, _ in peers.calls] == ["p1"]
 
 
 async def test_busy_provider_is_skipped_and_tool_errors_are_final():
@@ -214,3 +225,19 @@ async def test_failover_trusts_only_the_failed_providers_own_word_on_idempotence
     with pytest.raises(PeerUnreachable, match="not idempotent"):
         await router.call("t", {}, deadline=deadline())
     assert [p for p, _ in peers.calls] == ["p1"]
+
+
+async def test_the_pinned_definition_is_the_first_of_the_definitions_whatever_the_order_of_arrival():
+    # `pinned` is what routing asks (cheaply); `definitions` is what the listing shows: they must agree.
+    specs = [ToolSpec(name="echo", description=d) for d in ("one", "two", "three")]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        directory = PeerDirectory()
+        for round_, index in enumerate(order):
+            directory.update(Card(name=f"n{index}", peer_id=f"p{index}", tools=[specs[index]]))
+            # and a second provider of the same definition, in the same clock tick
+            directory.update(Card(name=f"m{index}", peer_id=f"q{index}", tools=[specs[index]]))
+            if round_ == 0:
+                await trio.sleep(0.01)  # the first arrives alone at an earlier clock reading
+        assert directory.pinned("echo") == directory.definitions("echo")[0].fingerprint
+        assert directory.definitions("echo")[0].spec == specs[order[0]]
+    assert PeerDirectory().pinned("echo") is None

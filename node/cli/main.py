@@ -23,6 +23,7 @@ from node.cli import check, init
 from node.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TOOL_ERROR, CliError, UsageError, explain
 from node.cli.logs import LOG_FORMATS, configure_logging
 from node.cli.output import print_peers, print_result, print_status, print_tool_description, print_tools
+from node.cli.progress import CallDisplay
 from node.cli.remote import CallResult, RemoteNode, split_arguments, typed_arguments, unknown_tool_message
 
 if TYPE_CHECKING:
@@ -99,10 +100,32 @@ def _open_remote(args: argparse.Namespace) -> AbstractAsyncContextManager[Remote
 
 async def cmd_call(args: argparse.Namespace) -> int:
     pairs = split_arguments(args.arguments)  # a malformed argument fails before anything is dialled
+    display = CallDisplay(args.tool, enabled=not args.json)
+    interrupted = False
     async with _open_remote(args) as remote:
         tool = await remote.find_tool(args.tool)
         arguments = typed_arguments(pairs, tool.param_types() if tool is not None else {})
-        result = await remote.call(tool.name if tool is not None else args.tool, arguments)
+        result = CallResult.failure("interrupted")
+        # Ctrl-C now cancels the call (the node is told, the work stops), then the CLI exits 130.
+        with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_on_interrupt() -> None:
+                    nonlocal interrupted
+                    async for _ in interrupts:
+                        interrupted = True
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(cancel_on_interrupt)
+                nursery.start_soon(display.run)
+                result = await remote.call(tool.name if tool is not None else args.tool, arguments,
+                                           timeout=args.timeout, on_progress=display.progress)
+                nursery.cancel_scope.cancel()
+        display.clear()
+        if interrupted:
+            print("interrupted: the call was cancelled", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if result.is_error and result.unknown_tool:
             names = [] if tool is not None else [r.name for r in await remote.tools()]
             result = CallResult.failure(unknown_tool_message(args.tool, tool, names, _where(args)),
@@ -164,6 +187,17 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return await run_demo(args.nodes, keep_dir=args.keep)
 
 
+def positive_seconds(text: str) -> float:
+    """`--timeout`: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 1e7:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0") from None
+    return value
+
+
 def log_level(text: str) -> str:
     """`--log-level`: one of LOG_LEVELS, in any case."""
     level = text.upper()
@@ -223,11 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("--node", help="URL of a running node's MCP endpoint, e.g. http://127.0.0.1:8090/mcp")
         p.add_argument("--token", default=os.environ.get("PRAXIS_MCP_TOKEN"),
                        help="bearer token for --node (default: $PRAXIS_MCP_TOKEN)")
-        p.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def timeout(p: argparse.ArgumentParser, help: str) -> None:
+        p.add_argument("--timeout", type=positive_seconds, default=None, help=help)
 
     call = sub.add_parser("call", parents=[common], help="call a tool through a running node")
     remote(call)
+    timeout(call, "seconds to wait for the result, from the start; the call is cancelled then "
+                  "(default: the node's call timeout, limits.call_timeout_seconds)")
     call.add_argument("tool")
     call.add_argument("arguments", nargs="*", metavar="key=value",
                       help="arguments; values are JSON unless the parameter is a string")
@@ -235,17 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     tools = sub.add_parser("tools", parents=[common], help="list the tools a running node knows of")
     remote(tools)
+    timeout(tools, "seconds (default 30)")
     tools.add_argument("--describe", metavar="NAME",
                        help="show one tool: its parameters (name, type, required, description) and who serves it")
     tools.set_defaults(func=cmd_tools)
 
     peers = sub.add_parser("peers", parents=[common], help="list a running node's peers")
     remote(peers)
+    timeout(peers, "seconds (default 30)")
     peers.set_defaults(func=cmd_peers)
 
     status = sub.add_parser("status", parents=[common],
                             help="a running node: itself, its peers, the mesh's tools and their calls")
     remote(status)
+    timeout(status, "seconds (default 30)")
     status.set_defaults(func=cmd_status)
 
     mcp = sub.add_parser("mcp", parents=[common], help="run a node that serves the mesh's tools over MCP on stdio")

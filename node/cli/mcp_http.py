@@ -6,6 +6,11 @@ JSON-RPC requests. This client speaks just that: `initialize`, `notifications/in
 then requests (`tools/list`, `tools/call`, `resources/read`), each a POST whose answer is JSON
 or a server-sent event stream, and a DELETE that ends the session.
 
+`call_tool` follows a call's event stream until its result (progress notifications arrive
+before it, read within the size bound `MAX_BODY` and the call's deadline); a call the CLI gives
+up on (its deadline, Ctrl-C) is cancelled at the node: `notifications/cancelled` for it, then
+its request closed.
+
 Every failure becomes a `CliError` with one line a person can act on: the endpoint's path, a
 missing or refused token, nothing listening, not an HTTP server at all. Blocking socket work
 runs in a worker thread, so trio's deadlines and Ctrl-C still hold.
@@ -30,9 +35,15 @@ TOKEN_VARIABLE = "PRAXIS_MCP_TOKEN"
 MAX_BODY = 64 * 1024 * 1024  # bytes of one answer; a node's tools/list is far below
 ERROR_BODY = 4096  # bytes of an error answer read for its message
 CLOSE_TIMEOUT = 1.0  # seconds for the DELETE that ends the session
+CANCEL_TIMEOUT = 2.0  # seconds for the `notifications/cancelled` of a call given up on
 MAX_PAGES = 100  # tools/list pages followed
 
 T = TypeVar("T")
+ProgressFn = Callable[[float, float | None, str | None], None]  # (progress, total, message)
+
+
+class _Stop(Exception):
+    """The worker thread reading an event stream is no longer listened to."""
 
 
 class JsonRpcError(CliError):
@@ -94,6 +105,7 @@ class HttpMcpClient:
         self._next_id = 0
         self._socket_timeout = timeout  # seconds left for the blocking work at hand
         self.server_info: dict[str, Any] = {}
+        self.call_timeout: float | None = None  # the node's call timeout, if it announced it
 
     # ----- the session -------------------------------------------------------------------
 
@@ -106,14 +118,20 @@ class HttpMcpClient:
         self.protocol_version = version if isinstance(version, str) else PROTOCOL_VERSION
         info = result.get("serverInfo")
         self.server_info = info if isinstance(info, dict) else {}
+        # A praxis node announces its call timeout (node/mcp/endpoint.py, EXPERIMENTAL_KEY).
+        capabilities = result.get("capabilities")
+        experimental = capabilities.get("experimental") if isinstance(capabilities, dict) else None
+        praxis = experimental.get("praxis") if isinstance(experimental, dict) else None
+        seconds = praxis.get("callTimeoutSeconds") if isinstance(praxis, dict) else None
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 < seconds < 1e7:
+            self.call_timeout = float(seconds)
         await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"}, None)
 
     async def close(self) -> None:
         """End the session (the node forgets it at once) and close the connection."""
         try:
             if self.session_id is not None:
-                with trio.move_on_after(CLOSE_TIMEOUT):
-                    await self._blocking(lambda: self._delete(), CLOSE_TIMEOUT)
+                await self._cleanup(lambda: self._delete(), CLOSE_TIMEOUT)
         except (OSError, CliError, http.client.HTTPException):
             pass  # the node is gone or did not care: nothing to end
         finally:
@@ -137,6 +155,88 @@ class HttpMcpClient:
         if not isinstance(result, dict):
             raise Unreachable(f"{self.url} answered {method} with no result: is it a praxis node's MCP endpoint?")
         return result
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], *, deadline: float,
+                        meta: dict[str, Any] | None = None, on_progress: ProgressFn | None = None) -> dict[str, Any]:
+        """The result of `tools/call`, following its event stream: progress for this call goes to
+        `on_progress` as it arrives (a token is sent only then). Past `deadline` (trio time) the
+        call is cancelled at the node and `TimedOut` raised; so it is when the caller's scope is
+        cancelled (Ctrl-C), and the cancellation goes on."""
+        self._next_id += 1
+        request_id = self._next_id
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        token = f"praxis-cli-{request_id}"
+        meta = {**(meta or {}), **({"progressToken": token} if on_progress is not None else {})}
+        if meta:
+            params["_meta"] = meta
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}).encode()
+
+        def deliver(message: dict[str, Any]) -> None:  # in the worker thread
+            update = message.get("params") if message.get("method") == "notifications/progress" else None
+            if on_progress is None or not isinstance(update, dict) or update.get("progressToken") != token:
+                return  # log messages, list_changed: not for this command
+            progress, total, text = update.get("progress"), update.get("total"), update.get("message")
+            if not isinstance(progress, int | float):
+                return
+            try:
+                trio.from_thread.run_sync(on_progress, float(progress),
+                                          float(total) if isinstance(total, int | float) else None,
+                                          text if isinstance(text, str) else None)
+            except (trio.RunFinishedError, trio.Cancelled):
+                raise _Stop from None
+
+        stream = self._new_connection(max(deadline - trio.current_time(), 0.01) + 1.0)
+        try:
+            with trio.move_on_at(deadline) as scope:
+                answer = await trio.to_thread.run_sync(  # type: ignore[call-arg]
+                    lambda: self._exchange(body, "tools/call", request_id, deliver, stream), abandon_on_cancel=True)
+        except (trio.Cancelled, KeyboardInterrupt):  # the caller gave up (Ctrl-C)
+            with trio.CancelScope(shield=True):
+                await self._give_up(stream, request_id, "the caller cancelled")
+            raise
+        if scope.cancelled_caught:
+            await self._give_up(stream, request_id, "the caller's deadline passed")
+            raise self._timed_out()
+        stream.close()
+        assert answer is not None
+        error = answer.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            raise JsonRpcError("tools/call", code if isinstance(code, int) else 0, str(error.get("message") or "error"))
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise Unreachable(f"{self.url} answered tools/call with no result: is it a praxis node's MCP endpoint?")
+        return result
+
+    async def _give_up(self, stream: http.client.HTTPConnection, request_id: int, reason: str) -> None:
+        """Cancel a call at the node (`notifications/cancelled`), then close its request."""
+        cancel = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                             "params": {"requestId": request_id, "reason": reason}}).encode()
+        await self._cleanup(lambda: self._notify_once(cancel), CANCEL_TIMEOUT)
+        try:
+            if stream.sock is not None:
+                stream.sock.shutdown(socket.SHUT_RDWR)  # wakes the worker thread reading it
+        except OSError:
+            pass
+        stream.close()
+
+    def _notify_once(self, body: bytes) -> None:
+        """POST one notification on a connection of its own (in a worker thread)."""
+        conn = self._new_connection(CANCEL_TIMEOUT)
+        try:
+            conn.request("POST", self.path, body=body, headers=self._headers())
+            conn.getresponse().read(ERROR_BODY)
+        finally:
+            conn.close()
+
+    async def _cleanup(self, work: Callable[[], object], limit: float) -> None:
+        """Best-effort blocking work after the command's deadline (ending a session, a cancel)."""
+        self._socket_timeout = limit
+        with trio.move_on_after(limit + 0.5):
+            try:
+                await trio.to_thread.run_sync(work, abandon_on_cancel=True)  # type: ignore[call-arg]
+            except (OSError, http.client.HTTPException):
+                pass  # the node is gone or did not care: nothing more to do
 
     async def list_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -206,15 +306,17 @@ class HttpMcpClient:
             headers["MCP-Protocol-Version"] = self.protocol_version
         return headers
 
+    def _new_connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            import ssl  # only for https: it costs a tenth of a second
+
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=ssl.create_default_context())
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
-            if self.scheme == "https":
-                import ssl  # only for https: it costs a tenth of a second
-
-                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
-                                                         context=ssl.create_default_context())
-            else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            self._conn = self._new_connection(timeout)
         self._conn.timeout = timeout
         if self._conn.sock is not None:
             self._conn.sock.settimeout(timeout)
@@ -244,11 +346,14 @@ class HttpMcpClient:
     def _timed_out(self) -> CliError:
         return TimedOut(f"no answer from {self.url} within {self.timeout:g} s (--timeout)")
 
-    def _exchange(self, body: bytes, method: str, wanted_id: int | None) -> dict[str, Any] | None:
-        """One POST, in a worker thread: the answer to `wanted_id` (None for a notification)."""
+    def _exchange(self, body: bytes, method: str, wanted_id: int | None,
+                  deliver: Callable[[dict[str, Any]], None] | None = None,
+                  own: http.client.HTTPConnection | None = None) -> dict[str, Any] | None:
+        """One POST, in a worker thread: the answer to `wanted_id` (None for a notification).
+        `deliver` gets the other messages of its event stream; `own`: a connection of its own."""
         first = self.session_id is None
         try:
-            conn = self._connection(self._socket_timeout)
+            conn = own or self._connection(self._socket_timeout)
             try:
                 conn.request("POST", self.path, body=body, headers=self._headers())
                 response = conn.getresponse()
@@ -269,7 +374,7 @@ class HttpMcpClient:
                 return None
             kind = (response.getheader("content-type") or "").split(";")[0].strip().lower()
             if kind == "text/event-stream":
-                answer = self._from_events(response, wanted_id)
+                answer = self._from_events(response, wanted_id, deliver)
             elif kind == "application/json":
                 answer = _json_object(response.read(MAX_BODY))
             else:
@@ -277,11 +382,11 @@ class HttpMcpClient:
                                   "is it a praxis node's MCP endpoint?")
             if answer is None:
                 raise Unreachable(f"{self.url} ended its answer to {method} without a result")
-            if not response.isclosed():
+            if not response.isclosed() and own is None:
                 conn.close()  # an event stream that still runs: do not wait for its end
                 self._conn = None
             return answer
-        except CliError:
+        except (CliError, _Stop):
             raise
         except ConnectionRefusedError:
             raise Unreachable(f"cannot reach {self.url}: connection refused (nothing listens at "
@@ -354,13 +459,18 @@ class HttpMcpClient:
         return Unreachable(f"{self.url} answered {method} with HTTP {status}: {detail}")
 
     @staticmethod
-    def _from_events(response: http.client.HTTPResponse, wanted_id: int) -> dict[str, Any] | None:
-        """Read server-sent events until the JSON-RPC answer to `wanted_id` (others are skipped:
-        progress and log notifications, list_changed)."""
+    def _from_events(response: http.client.HTTPResponse, wanted_id: int,
+                     deliver: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+        """Read server-sent events until the JSON-RPC answer to `wanted_id`; the others (progress
+        and log notifications, list_changed) go to `deliver`, or are skipped."""
         for data in _events(response):
             message = _json_object(data)
-            if message is not None and message.get("id") == wanted_id and "method" not in message:
+            if message is None:
+                continue
+            if message.get("id") == wanted_id and "method" not in message:
                 return message
+            if deliver is not None:
+                deliver(message)
         return None
 
 

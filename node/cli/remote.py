@@ -16,9 +16,12 @@ code path and its `--json` output one shape.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+ProgressFn = Callable[[float, float | None, str | None], None]  # (progress, total, message)
+SETUP_TIMEOUT = 30.0  # seconds to reach the node and list its tools when --timeout is not given
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,11 @@ class RemoteNode(Protocol):
         """The tool `call NAME` would reach (NAME as listed, or its mesh name), if the node lists it."""
         ...
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
+    async def call(self, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+                   on_progress: ProgressFn | None = None) -> CallResult:
+        """Call a tool; wait `timeout` seconds from the command's start (None: as long as the
+        node's call timeout). Progress reports go to `on_progress`. A cancelled scope (Ctrl-C)
+        cancels the call at the node before it ends."""
         ...
 
     async def peers(self) -> list[PeerRow]:

@@ -15,9 +15,11 @@ import trio
 
 from node.cli.mcp_http import HttpMcpClient, JsonRpcError, TimedOut
 from node.cli.remote import (
+    SETUP_TIMEOUT,
     SOURCE_ENDPOINT,
     CallResult,
     PeerRow,
+    ProgressFn,
     ToolRow,
     parameters_from_schema,
     sorted_peers,
@@ -29,6 +31,10 @@ PEERS_URI = "praxis://node/peers"  # node/mcp/endpoint.py's peers resource (a te
 NO_PROVIDER = "no provider for tool "  # the router's NoProvider message, as the endpoint passes it on
 INVALID_PARAMS = -32602  # the endpoint's code for an unknown tool name
 STATUS_PATH = "/status"  # beside /mcp on the node's HTTP port (node/mcp/endpoint.py)
+TIMEOUT_META = "praxis/timeoutSeconds"  # tools/call `_meta`: a shorter deadline (node/mcp/endpoint.py)
+DEFAULT_CALL_TIMEOUT = 60.0  # a node that does not announce its call timeout: the default one
+ANSWER_GRACE = 5.0  # seconds past the node's own deadline for its answer (a timeout error) to arrive
+NODE_GRACE = 1.0  # the node's deadline is this much past the CLI's: the CLI's cancel ends the call
 
 
 def mesh_name_of(tool: Mapping[str, Any]) -> str:
@@ -49,16 +55,21 @@ class EndpointRemote:
 
     def __init__(self, client: HttpMcpClient) -> None:
         self.client = client
+        self.started = trio.current_time()  # the command's start: --timeout counts from it
         self._self: PeerRow | None = None
         self._listing: list[dict[str, Any]] | None = None
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, token: str | None, timeout: float) -> AsyncIterator[EndpointRemote]:
-        client = HttpMcpClient(url, token, trio.current_time() + timeout, timeout)
+    async def open(cls, url: str, token: str | None, timeout: float | None) -> AsyncIterator[EndpointRemote]:
+        started = trio.current_time()
+        setup = timeout if timeout is not None else SETUP_TIMEOUT
+        client = HttpMcpClient(url, token, started + setup, setup)
         try:
             await client.open()
-            yield cls(client)
+            remote = cls(client)
+            remote.started = started
+            yield remote
         finally:
             await client.close()
 
@@ -101,14 +112,29 @@ class EndpointRemote:
             next((t for t in listed if mesh_name_of(t) == name), None)
         return (await self._rows(tool))[0] if tool is not None else None
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
+    async def call(self, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+                   on_progress: ProgressFn | None = None) -> CallResult:
+        meta: dict[str, Any] = {}
+        if timeout is not None:
+            # The CLI's deadline: it cancels the call then. The node's own, a little later, is
+            # only a safety net for a CLI that vanished without a word.
+            deadline = self.started + timeout
+            meta[TIMEOUT_META] = round(max(deadline - trio.current_time(), 0.0) + NODE_GRACE, 3)
+            waited = f"{timeout:g} s (--timeout)"
+        else:
+            # The node's deadline: it answers with its own timeout error by then.
+            node_timeout = self.client.call_timeout or DEFAULT_CALL_TIMEOUT
+            deadline = trio.current_time() + node_timeout + ANSWER_GRACE
+            waited = f"{node_timeout:g} s (the node's call timeout)"
+        self.client.deadline = max(self.client.deadline, deadline)  # the session outlives the setup
         try:
-            result = await self.client.request("tools/call", {"name": name, "arguments": arguments})
+            result = await self.client.call_tool(name, arguments, deadline=deadline, meta=meta,
+                                                 on_progress=on_progress)
         except JsonRpcError as exc:  # refused before any tool ran (an unknown tool name)
             return CallResult.failure(exc.reason, unknown_tool=exc.code == INVALID_PARAMS
                                       and exc.reason.startswith("unknown tool"))
         except TimedOut:  # the node is there (it answered tools/list): the call took too long
-            return CallResult.failure(f"no result from {name!r} within {self.client.timeout:g} s (--timeout)")
+            return CallResult.failure(f"no result from {name!r} within {waited}")
         content = result.get("content")
         items = [c for c in content if isinstance(c, dict)] if isinstance(content, list) else []
         structured = result.get("structuredContent")

@@ -23,8 +23,10 @@ from libp2p.peer.peerinfo import PeerInfo
 from node.app import Node
 from node.cli.logs import quiet_libp2p_logging
 from node.cli.remote import (
+    SETUP_TIMEOUT,
     CallResult,
     PeerRow,
+    ProgressFn,
     ToolRow,
     parameters_from_schema,
     sorted_peers,
@@ -34,6 +36,7 @@ from node.cli.remote import (
 from node.config import parse_config
 from node.mesh.dialer import dial_failure_reason
 from node.mesh.host import parse_peer_addr
+from protocols.call_events import LogMessage, Progress, not_supported
 from protocols.errors import NoProvider, PeerUnreachable, ToolNotFound, ToolTimeout
 from protocols.messages import ToolSpec
 from protocols.peers import PeerRecord
@@ -140,17 +143,21 @@ class PeerRemote:
     call or forwards it to a peer that can.
     """
 
-    def __init__(self, node: Node, peer_id: str, timeout: float) -> None:
+    def __init__(self, node: Node, peer_id: str, timeout: float | None) -> None:
         self.node = node
         self.peer_id = peer_id
-        self.timeout = timeout
+        self.timeout = timeout if timeout is not None else SETUP_TIMEOUT  # listing the peer's tools
+        self.started = trio.current_time()  # the command's start: --timeout counts from it
         self._listed: list[PeerRecord] | None = None  # the peer's peer list, asked once per command
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, peer_addr: str, timeout: float) -> AsyncIterator[PeerRemote]:
-        async with connected_client(peer_addr, timeout) as (node, peer_id):
-            yield cls(node, peer_id, timeout)
+    async def open(cls, peer_addr: str, timeout: float | None) -> AsyncIterator[PeerRemote]:
+        started = trio.current_time()
+        async with connected_client(peer_addr, timeout if timeout is not None else SETUP_TIMEOUT) as (node, peer_id):
+            remote = cls(node, peer_id, timeout)
+            remote.started = started
+            yield remote
 
     def _own_rows(self) -> list[ToolRow]:
         entry = self.node.directory.get(self.peer_id)
@@ -183,11 +190,21 @@ class PeerRemote:
         own = next((r for r in self._own_rows() if r.name == name), None)
         return own or next((r for r in await self.tools() if r.name == name), None)
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
+    async def call(self, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+                   on_progress: ProgressFn | None = None) -> CallResult:
+        # The call's deadline: --timeout from the command's start, else this client node's call
+        # timeout (the peer still cuts the call at its own). A cancelled scope (Ctrl-C) cancels
+        # the call: the libp2p layer tells the peer.
+        if timeout is not None:
+            seconds, waited = max(self.started + timeout - trio.current_time(), 0.0), f"{timeout:g} s (--timeout)"
+        else:
+            seconds = self.node.config.limits.call_timeout_seconds
+            waited = f"{seconds:g} s (the call timeout)"
         try:
-            response = await self.node.request_peer(self.peer_id, name, arguments, timeout=self.timeout)
+            response = await self.node.request_peer(self.peer_id, name, arguments, timeout=seconds,
+                                                    events=_ProgressEvents(on_progress))
         except ToolTimeout:  # the peer is there (it sent its card): the call took too long
-            return CallResult.failure(f"no result from {name!r} within {self.timeout:g} s (--timeout)")
+            return CallResult.failure(f"no result from {name!r} within {waited}")
         if response.error is not None:
             return CallResult.failure(response.error.message, unknown_tool=response.error.code in UNKNOWN_TOOL_CODES)
         result = response.result.to_wire()
@@ -209,3 +226,22 @@ class PeerRemote:
         assert entry is not None
         me, *others = await self.peers()
         return status_from_rows(me, others, await self.tools(), entry.card.version or None)
+
+
+class _ProgressEvents:
+    """The CLI as the caller of a call through --peer: it shows progress, and asks nothing."""
+
+    log_level = None  # the CLI shows no log messages
+
+    def __init__(self, on_progress: ProgressFn | None) -> None:
+        self.on_progress = on_progress
+
+    async def progress(self, update: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(update.progress, update.total, update.message)
+
+    async def log(self, message: LogMessage) -> None:
+        return None
+
+    async def ask(self, method: str, params: dict[str, Any], deadline: float) -> dict[str, Any]:
+        raise not_supported(method)  # the CLI declares no sampling or elicitation

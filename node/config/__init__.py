@@ -15,6 +15,7 @@ A config `load_config` returns starts: every problem of a bad one is reported at
 from node.config.engine_specs import (
     CACHE_BUST,
     ENGINE_SPECS,
+    PYTHON_EVENTS_PARAMETER,
     TRANSPORTS,
     ConfigContext,
     DaggerSpec,
@@ -72,6 +73,7 @@ __all__ = [
     "ENV_PARAM_RULE",
     "NOT_OVERRIDES",
     "NOT_OVERRIDE_PREFIXES",
+    "PYTHON_EVENTS_PARAMETER",
     "TOOL_NAME_PATTERN",
     "TRANSPORTS",
     "AgentSection",

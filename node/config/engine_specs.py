@@ -216,6 +216,11 @@ class DaggerSpec(EngineSpec):
         return mounts
 
 
+# The keyword a python tool's callable declares to receive the call's `CallEvents`; no tool
+# parameter may have this name.
+PYTHON_EVENTS_PARAMETER = "praxis_events"
+
+
 class PythonSpec(EngineSpec):
     """`engine: python`: an in-process callable."""
 

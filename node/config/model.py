@@ -31,6 +31,7 @@ from pydantic_core import InitErrorDetails
 
 from node.config.engine_specs import (
     ENGINE_SPECS,
+    PYTHON_EVENTS_PARAMETER,
     EngineSpec,
     config_context,
     folder_problem,
@@ -122,6 +123,11 @@ class ToolContract(_Section):
                 message = (f"tool {info.data.get('name', '?')!r}: parameter(s) {clash} are also set by "
                            "engineSpec.env or env_passthrough; a call could never pass them (rename one)")
                 details.append(InitErrorDetails(type=contract_error(message), loc=(), input=None))
+        if engine == "python" and any(p.name == PYTHON_EVENTS_PARAMETER for p in info.data.get("params", [])):
+            message = (f"tool {info.data.get('name', '?')!r}: no parameter may be named "
+                       f"{PYTHON_EVENTS_PARAMETER!r}: the python engine passes the call's events under "
+                       "that name (rename the parameter)")
+            details.append(InitErrorDetails(type=contract_error(message), loc=(), input=None))
         if details:
             raise ValidationError.from_exception_data(cls.__name__, details)
         return spec
@@ -360,6 +366,20 @@ class LimitsSection(_Section):
     max_streams_per_peer: int = Field(default=256, ge=8, le=10000)
     # Card exchanges one peer may start per minute (each costs parsing and re-listing).
     max_card_pushes_per_minute: int = Field(default=12, ge=1)
+    # /praxis/tool/1.1.0: calls one stream carries one after the other before it is closed, and
+    # idle call streams kept open to one peer for the next call (0: a new stream per call).
+    max_calls_per_stream: int = Field(default=1000, ge=1, le=1_000_000)
+    max_idle_streams_per_peer: int = Field(default=32, ge=0, le=10000)
+
+    @model_validator(mode="after")
+    def _idle_streams_leave_room(self) -> LimitsSection:
+        # Checked when set; by default the pool takes at most half (node/app.py).
+        if ("max_idle_streams_per_peer" in self.model_fields_set
+                and self.max_idle_streams_per_peer > self.max_streams_per_peer // 2):
+            raise invalid(type(self).__name__, [(("max_idle_streams_per_peer",),
+                          f"at most half of max_streams_per_peer ({self.max_streams_per_peer // 2}): "
+                          "idle call streams must leave room for calls and the other protocols")])
+        return self
 
 
 class PolicySection(_Section):

@@ -7,6 +7,13 @@ A session that dies (server killed, transport error, stdio process gone) is drop
 next call opens a new one. Connecting has its own timeout; a call is bounded by the caller's
 absolute deadline (`trio.current_time()`).
 
+During a call, what the server says reaches the call's `CallEvents` (`node.mcp.session_events`
+states the routing rule): progress, log notifications, sampling and elicitation requests (the
+sessions declare both capabilities). A call whose scope is cancelled sends the server
+`notifications/cancelled` for its request (the SDK does it: mcp 2.3.0's courtesy cancel) and
+leaves the session open for other calls; nothing is retried. `set_logging_level` passes a
+level on to a server (and again to every later session to it).
+
 Secrets: headers and environment values are never logged and never appear in errors. A
 server is named in messages by its configured name and a redacted address (no userinfo, no
 query string; for stdio only the command's base name).
@@ -17,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,16 +42,20 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.jsonrpc import CONNECTION_CLOSED
 
 from node.config import mcp_server_problem
+from node.mcp.session_events import CallInFlight, SessionCalls
 from node.runtime.tracing import current_traceparent
 from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import EngineUnavailable, ToolExecutionError, ToolTimeout
 from protocols.messages import ContentItem, ToolResult
 
 log = logging.getLogger("praxis.mcp.clients")
+# `logging/setLevel` is how every handshake-era server (the ones this pool speaks to, in
+# legacy mode) is told a level; the SDK warns that newer protocol versions drop it.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated", category=MCPDeprecationWarning)
 
 Transport = Literal["streamable-http", "sse", "stdio"]
 TRANSPORTS: tuple[Transport, ...] = ("streamable-http", "sse", "stdio")
@@ -182,6 +194,7 @@ class _Connection:
         self.dead = False
         self.scope = trio.CancelScope()
         self.calls: set[trio.CancelScope] = set()
+        self.in_flight = SessionCalls(params.describe())
 
     def alive(self) -> bool:
         if self.dead:
@@ -220,6 +233,7 @@ class McpClientPool:
         self._connections: dict[McpServerParams, _Connection] = {}
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
+        self._log_levels: dict[McpServerParams, str] = {}
 
     # ----- lifetime ----------------------------------------------------------------
 
@@ -291,11 +305,27 @@ class McpClientPool:
         # The caller's trace goes on to the server (W3C trace context in `_meta`).
         traceparent = current_traceparent()
         meta: Any = {"traceparent": traceparent} if traceparent else None
-        result = await self._request(
-            params, deadline, what, lambda client: client.call_tool(tool, arguments, meta=meta)
-        )
+
+        async def send(client: mcp.Client, call: CallInFlight | None) -> Any:
+            assert call is not None
+            return await client.call_tool(tool, arguments, progress_callback=call.progress, meta=meta)
+
+        result = await self._request(params, deadline, what, send, events=events)
         assert isinstance(result, mcp_types.CallToolResult)
         return result_from_mcp(result)
+
+    async def set_logging_level(self, params: McpServerParams, level: str, deadline: float) -> bool:
+        """Ask the server to send log messages at `level` and above (now and on every later
+        session); False when it declares no logging capability."""
+        self._log_levels[params] = level
+
+        async def send(client: mcp.Client, call: CallInFlight | None) -> Any:
+            if client.server_capabilities.logging is None:
+                return False
+            await client.set_logging_level(level)  # type: ignore[arg-type]
+            return True
+
+        return bool(await self._request(params, deadline, f"the log level of {params.describe()}", send))
 
     async def list_tools(self, params: McpServerParams, deadline: float) -> list[mcp_types.Tool]:
         """Every tool the server lists (all pages, bounded)."""
@@ -303,7 +333,7 @@ class McpClientPool:
         cursor: str | None = None
         for _ in range(100):  # a server whose cursor never ends cannot hang us
 
-            async def fetch(client: mcp.Client, cursor: str | None = cursor) -> Any:
+            async def fetch(client: mcp.Client, call: CallInFlight | None, cursor: str | None = cursor) -> Any:
                 return await client.list_tools(cursor=cursor, cache_mode="bypass")
 
             page = await self._request(
@@ -321,8 +351,11 @@ class McpClientPool:
         params: McpServerParams,
         deadline: float,
         what: str,
-        send: Callable[[mcp.Client], Any],
+        send: Callable[[mcp.Client, CallInFlight | None], Any],
+        *,
+        events: CallEvents | None = None,
     ) -> Any:
+        """Send one request on the session; with `events`, it is a call whose events are routed."""
         conn = await self._connected(params, deadline)
         client = conn.client
         assert client is not None
@@ -331,7 +364,10 @@ class McpClientPool:
             conn.calls.add(lost)
             try:
                 with lost:
-                    return await send(client)
+                    if events is None:
+                        return await send(client, None)
+                    with conn.in_flight.call(events, deadline) as call:
+                        return await call.run(lambda: send(client, call))
             except MCPError as exc:
                 if exc.code == CONNECTION_CLOSED:
                     conn.kill()
@@ -400,6 +436,7 @@ class McpClientPool:
                     conn.scope.deadline = math.inf
                     self.sessions_opened += 1
                     conn.client = client
+                    await self._apply_log_level(conn, client)
                     conn.ready.set()
                     log.info("connected to %s", params.describe())
                     await trio.sleep_forever()
@@ -422,12 +459,30 @@ class McpClientPool:
             if self._connections.get(params) is conn:
                 del self._connections[params]
 
+    async def _apply_log_level(self, conn: _Connection, client: mcp.Client) -> None:
+        """A new session gets the level set earlier for its server (within the connect time)."""
+        level = self._log_levels.get(conn.params)
+        if level is None or client.server_capabilities.logging is None:
+            return
+        with trio.move_on_after(self.connect_timeout) as scope:
+            try:
+                await client.set_logging_level(level)  # type: ignore[arg-type]
+            except MCPError as exc:
+                log.warning("%s: refused the log level (error %s)", conn.params.describe(), exc.code)
+        if scope.cancelled_caught:
+            log.warning("%s: no answer to the log level within %g s", conn.params.describe(), self.connect_timeout)
+
     def _client(self, conn: _Connection) -> AbstractAsyncContextManager[mcp.Client]:
         params = conn.params
+        calls = conn.in_flight
         client = mcp.Client(
             self._transport(params),
             mode="legacy",  # the initialize handshake: every server generation understands it
             cache=None,
+            # Declaring these makes servers ask; the answers come from the call's own caller.
+            sampling_callback=calls.on_sampling,
+            elicitation_callback=calls.on_elicitation,
+            logging_callback=calls.on_log,
             message_handler=self._message_handler(params),
             client_info=mcp_types.Implementation(name="praxis-node", version="0.1.0"),
         )

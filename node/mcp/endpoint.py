@@ -15,6 +15,15 @@ servers' tools), each with its input schema. MCP tool names must match
 `notifications/tools/list_changed` when that set changes. `tools/call` validates the
 arguments against the tool's schema, then goes through the router like any other call.
 
+During a call the tool speaks to the client that made it (node/mcp/client_events.py): progress
+for its `progressToken`, log messages at the level it set (`logging/setLevel`, per session),
+sampling and elicitation requests it answers. The client ends a call with
+`notifications/cancelled` (the SDK cancels the handler) or by closing the HTTP request that
+carries it (`noting_disconnects` in node/mcp/http.py; the endpoint cancels the call then, which
+the SDK alone would not). The node's call timeout is announced at `initialize`
+(`capabilities.experimental.praxis.callTimeoutSeconds`); a client may shorten one call's
+deadline with `_meta["praxis/timeoutSeconds"]`.
+
 The same HTTP server answers, under the same rule (loopback Host and Origin, or the bearer
 token), these GETs about the node (see `_observing`):
 - `GET /healthz`: 200 `{"status": "ok", "ready": true}` once the node listens and its
@@ -46,11 +55,13 @@ from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import TypeAdapter
 
 from node.config import McpSection, is_loopback
-from node.mcp.http import ASGIApp, bearer_guard, observing, origin_guard
+from node.mcp.client_events import ClientEvents, connection_of, set_session_log_level
+from node.mcp.http import CLIENT_GONE, ASGIApp, bearer_guard, noting_disconnects, observing, origin_guard
 from node.mcp.mesh import Mesh, MeshEntry, Provider
 from node.mcp.names import mcp_names
 from node.mcp.schemas import schema_problem
-from protocols.errors import InvalidArguments, PraxisError, ToolNotFound
+from protocols.call_events import LOG_LEVELS
+from protocols.errors import Cancelled, InvalidArguments, PraxisError, ToolNotFound
 from protocols.messages import ToolResult, ToolSpec
 
 log = logging.getLogger("praxis.mcp.server")
@@ -60,7 +71,11 @@ MCP_PATH = "/mcp"
 PEERS_URI = "praxis://node/peers"
 NOTIFY_TIMEOUT = 2.0
 _CONTENT = TypeAdapter(mcp_types.ContentBlock)
-
+# What the endpoint tells clients at `initialize` (capabilities.experimental): the node's call
+# timeout, so that `praxis-node call --node` waits exactly as long as the node's deadline.
+EXPERIMENTAL_KEY = "praxis"
+# A client may shorten a call's deadline (never lengthen it): `_meta` of tools/call, in seconds.
+TIMEOUT_META = "praxis/timeoutSeconds"
 
 
 class EndpointConfigError(ValueError):
@@ -114,8 +129,19 @@ def _error_result(message: str) -> mcp_types.CallToolResult:
     )
 
 
+def _timeout_asked(meta: Any) -> float | None:
+    """The deadline a client asked for in `_meta` (seconds, positive), if any."""
+    value = meta.get(TIMEOUT_META) if isinstance(meta, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9:
+        return float(value)
+    return None
+
+
 class _MeshServer(Server[Any]):
-    """The SDK's low-level server, announcing `tools.listChanged` on every transport."""
+    """The SDK's low-level server, announcing `tools.listChanged` and the node's call timeout
+    on every transport."""
+
+    experimental: dict[str, dict[str, Any]] = {}
 
     def create_initialization_options(
         self,
@@ -125,8 +151,17 @@ class _MeshServer(Server[Any]):
     ) -> Any:
         return super().create_initialization_options(
             notification_options or NotificationOptions(tools_changed=True),
-            experimental_capabilities, extensions,
+            experimental_capabilities or self.experimental or None, extensions,
         )
+
+    def get_capabilities(self, notification_options: NotificationOptions | None = None,
+                         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+                         extensions: dict[str, dict[str, Any]] | None = None, *,
+                         protocol_version: str | None = None) -> mcp_types.ServerCapabilities:
+        # The HTTP transport builds its capabilities here, without initialization options.
+        return super().get_capabilities(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities or self.experimental or None, extensions, protocol_version=protocol_version)
 
 
 class MeshMcpEndpoint:
@@ -145,6 +180,10 @@ class MeshMcpEndpoint:
             on_list_resources=self._list_resources,
             on_read_resource=self._read_resource,
         )
+        self.server.experimental = {EXPERIMENTAL_KEY: {"callTimeoutSeconds": mesh.call_timeout}}
+        # `logging/setLevel`, per client session (node/mcp/client_events.py); registered
+        # directly, as the SDK's keyword for it warns of the 2026 protocol's deprecation.
+        self.server.add_request_handler("logging/setLevel", mcp_types.SetLevelRequestParams, self._set_level)
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._listed: dict[str, tuple[str, ToolSpec]] = {}
         # The listing is rebuilt only when the mesh's tools change, not on every request.
@@ -204,11 +243,33 @@ class MeshMcpEndpoint:
             message = f"tool {params.name!r}: invalid arguments: {problem}"
             self.mesh.call_refused(mesh_name, InvalidArguments(message))
             return _error_result(message)
-        try:
-            result = await self.mesh.call_tool(mesh_name, arguments, traceparent=_traceparent(params.meta))
-        except PraxisError as exc:  # the mesh logged it with the call
-            return _error_result(exc.message)
-        return to_call_result(result)
+        events = ClientEvents(ctx)
+        # A client that closes its HTTP request has given up: the call stops (the SDK would run
+        # it to the end). `notifications/cancelled` cancels this handler's scope (the SDK).
+        gone = _client_gone(ctx)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(events.pump)
+            if gone is not None:
+                nursery.start_soon(_cancel_when, gone, nursery.cancel_scope)
+            try:
+                result = await self.mesh.call_tool(
+                    mesh_name, arguments, traceparent=_traceparent(params.meta), events=events,
+                    timeout=_timeout_asked(params.meta))
+            except PraxisError as exc:  # the mesh logged it with the call
+                nursery.cancel_scope.cancel()
+                return _error_result(exc.message)
+            await events.flush()
+            nursery.cancel_scope.cancel()
+            return to_call_result(result)
+        log.info("call of %s cancelled: the client closed its request", mesh_name)
+        return _error_result(Cancelled(f"call of {params.name!r} cancelled: the client closed its request").message)
+
+    async def _set_level(self, ctx: Any, params: mcp_types.SetLevelRequestParams) -> mcp_types.EmptyResult:
+        if params.level not in LOG_LEVELS:  # the SDK's model allows only these already
+            raise MCPError(INVALID_PARAMS, f"unknown log level; use one of {', '.join(LOG_LEVELS)}")
+        self._remember(ctx)
+        set_session_log_level(connection_of(ctx), params.level)
+        return mcp_types.EmptyResult()
 
     async def _list_resources(
         self, ctx: Any, params: mcp_types.PaginatedRequestParams | None
@@ -231,8 +292,7 @@ class MeshMcpEndpoint:
         """Keep the client's connection (weakly) to send it tools/list_changed later."""
         # The SDK hands handlers a per-request session; the client's connection (which owns
         # the stream for server-initiated notifications) sits behind it.
-        session = getattr(ctx, "session", None)
-        connection = getattr(ctx, "connection", None) or getattr(session, "_connection", None)
+        connection = connection_of(ctx)
         if connection is not None and hasattr(connection, "send_tool_list_changed"):
             self._sessions.add(connection)
 
@@ -296,7 +356,7 @@ class MeshMcpEndpoint:
         app: ASGIApp = self.server.streamable_http_app(
             streamable_http_path=MCP_PATH, host=cfg.host, transport_security=security,
         )
-        app = observing(app, self.mesh, security)
+        app = observing(noting_disconnects(app), self.mesh, security)
         if not loopback:
             # A request with an Origin comes from a web page. The MCP spec requires servers to
             # check it, and it still matters here: a page a user on the local network opens,
@@ -344,6 +404,18 @@ class MeshMcpEndpoint:
                     read_stream, write_stream, self.server.create_initialization_options()
                 )
             nursery.cancel_scope.cancel()
+
+
+def _client_gone(ctx: Any) -> trio.Event | None:
+    """Set when the HTTP request that carries this call closes (node/mcp/http.py); None on stdio."""
+    scope = getattr(getattr(ctx, "request", None), "scope", None)
+    gone = scope.get(CLIENT_GONE) if isinstance(scope, dict) else None
+    return gone if isinstance(gone, trio.Event) else None
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def _serve(app: ASGIApp, config: HypercornConfig, *, task_status: Any) -> None:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import trio
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -21,6 +22,7 @@ ASGIApp = Callable[[MutableMapping[str, Any], Callable[..., Awaitable[Any]],
                     Callable[..., Awaitable[None]]], Awaitable[None]]
 HEALTH_PATH, STATUS_PATH, METRICS_PATH = OBSERVE_PATHS = ("/healthz", "/status", "/metrics")
 PAGE_PATH = "/"  # the live mesh page, under the same rule as OBSERVE_PATHS
+CLIENT_GONE = "praxis.client_gone"  # scope key: a trio.Event set when the request's client leaves
 
 
 def _refusal(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
@@ -64,6 +66,30 @@ def observing(app: ASGIApp, mesh: Mesh, security: TransportSecuritySettings) -> 
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
     return routed
+
+
+def noting_disconnects(app: ASGIApp) -> ASGIApp:
+    """Give each POST a `CLIENT_GONE` event in its scope, set once its client disconnects (or
+    its response ends): the endpoint cancels the call it carries, which the SDK would run on."""
+
+    async def noted(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await app(scope, receive, send)
+            return
+        gone = scope[CLIENT_GONE] = trio.Event()
+
+        async def receiving() -> Any:
+            message = await receive()
+            if message.get("type") == "http.disconnect":
+                gone.set()
+            return message
+
+        try:
+            await app(scope, receiving, send)
+        finally:
+            gone.set()  # the answer went out, or the client left: either way nobody listens now
+
+    return noted
 
 
 def _observe(path: str, mesh: Mesh) -> tuple[int, bytes, bytes]:

@@ -42,6 +42,7 @@ class Mesh(Protocol):
     name: str  # this node's name and version, for the MCP server's own description
     version: str
     tools_changed: ChangeSignal  # bumped whenever the set of tools or their specs may have changed
+    call_timeout: float  # seconds: a call's deadline unless the caller asks for less
 
     def tools(self) -> Mapping[str, MeshEntry]:
         """Every tool of the mesh, by the name callers use."""
@@ -49,11 +50,12 @@ class Mesh(Protocol):
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None,
-        events: CallEvents = NO_EVENTS,
+        events: CallEvents = NO_EVENTS, timeout: float | None = None,
     ) -> ToolResult:
         """Call a tool anywhere in the mesh; raises a `PraxisError` when it cannot be served.
         `traceparent`: the client's W3C trace context (`_meta.traceparent`), if it sent one;
-        `events`: where progress, log messages and questions from the tool go."""
+        `events`: where progress, log messages and questions from the tool go;
+        `timeout`: a shorter deadline than `call_timeout` the client asked for (seconds)."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import mcp_types
@@ -118,6 +119,9 @@ class McpUpstreams:
             self._servers[entry.name] = _Server(entry, server_params(entry, base_dir))
         self._by_params = {s.params: s for s in self._servers.values()}
         self._index: dict[str, UpstreamTool] = {}
+        # Views of `_index` for the router (asked on every call): rebuilt only when it changes.
+        self._tools: Mapping[str, tuple[str, ToolSpec]] = MappingProxyType({})
+        self._shared: Mapping[str, ToolSpec] = MappingProxyType({})
 
     # ----- what the router and the card see ----------------------------------------
 
@@ -131,11 +135,11 @@ class McpUpstreams:
 
     def tools(self) -> Mapping[str, tuple[str, ToolSpec]]:
         """Tool name -> (server name, spec with inputSchema), over every reachable server."""
-        return {name: (t.server, t.spec) for name, t in self._index.items()}
+        return self._tools
 
-    def shared_tools(self) -> dict[str, ToolSpec]:
+    def shared_tools(self) -> Mapping[str, ToolSpec]:
         """The tools of `share: true` servers: advertised to peers in this node's card."""
-        return {name: t.spec for name, t in self._index.items() if t.shared}
+        return self._shared
 
     def status(self) -> dict[str, str]:
         """Server name -> "ok (N tools)", "not fetched yet" or why it is unreachable."""
@@ -161,6 +165,20 @@ class McpUpstreams:
         except EngineUnavailable:
             server.wake.set()  # fetch its tool list again: it may be gone for good
             raise
+
+    async def set_logging_level(self, level: str, deadline: float) -> None:
+        """Pass an MCP client's `logging/setLevel` on to every forwarded server (and to their
+        later sessions); a server that cannot take it is logged and skipped."""
+
+        async def one(server: Any) -> None:
+            try:
+                await self.pool.set_logging_level(server.params, level, deadline)
+            except PraxisError as exc:
+                log.info("%s: log level not set: %s", server.params.describe(), type(exc).__name__)
+
+        async with trio.open_nursery() as nursery:
+            for server in self._servers.values():
+                nursery.start_soon(one, server)
 
     # ----- fetching ------------------------------------------------------------------
 
@@ -238,4 +256,6 @@ class McpUpstreams:
                 index[name] = UpstreamTool(server.entry.name, tool.name, spec, server.entry.share)
         if index != self._index:
             self._index = index
+            self._tools = MappingProxyType({name: (t.server, t.spec) for name, t in index.items()})
+            self._shared = MappingProxyType({name: t.spec for name, t in index.items() if t.shared})
             self.changed.bump()

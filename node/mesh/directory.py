@@ -177,6 +177,13 @@ class PeerDirectory:
                                   self._peers[first].first_seen[tool], first))
         return sorted(out, key=lambda d: (d.first_seen, d.fingerprint))
 
+    def pinned(self, tool: str) -> str | None:
+        """The fingerprint of `tool`'s pinned definition (the first of `definitions`), found
+        without listing every definition's providers: what routing a call needs."""
+        first = min(((entry.first_seen[tool], entry.fingerprints[tool])
+                     for entry in self._peers.values() if tool in entry.tools), default=None)
+        return first[1] if first is not None else None
+
     def spec(self, tool: str) -> ToolSpec | None:
         """The pinned definition of `tool` among peers (see `definitions`)."""
         found = self.definitions(tool)

@@ -9,15 +9,14 @@ after a failure) by `closing_stream`.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import replace
 
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
+from node.mesh.call_streams import CallStreams
 from node.mesh.dialer import is_connected
 from node.mesh.host import full_addrs
 from node.mesh.stats import MeshStats
@@ -26,7 +25,6 @@ from protocols.errors import PeerUnreachable, ToolTimeout
 from protocols.messages import ToolRequest, ToolResponse
 from protocols.peers import PEERS_PROTOCOL, PeerList, read_peer_list
 from protocols.streams import WireLimits, closing_stream
-from protocols.tool import TOOL_PROTOCOL, request_tool
 
 log = logging.getLogger("praxis.links")
 
@@ -34,11 +32,14 @@ STOP_TIMEOUT = 5.0  # for closing every connection when the node stops
 
 
 class PeerLinks:
-    def __init__(self, host: IHost, limits: WireLimits, connect_timeout: float, stats: MeshStats) -> None:
+    def __init__(self, host: IHost, limits: WireLimits, connect_timeout: float, stats: MeshStats,
+                 max_idle_streams_per_peer: int = 32) -> None:
         self.host = host
         self.limits = limits
         self.connect_timeout = connect_timeout
         self.stats = stats
+        # Tool calls, on streams kept for the next call (run `calls.run` for their idle time).
+        self.calls = CallStreams(self.open_stream, limits, stats, max_idle_streams_per_peer)
 
     @property
     def addrs(self) -> list[str]:
@@ -61,12 +62,14 @@ class PeerLinks:
                 out[peer.to_string()] = connection_direction(live[0])
         return out
 
-    async def open_stream(self, peer_id: str, protocol: str, deadline: float) -> INetStream:
-        """A new stream to a peer on `protocol`, dialling it if needed, within the connect timeout."""
+    async def open_stream(self, peer_id: str, protocol: str | list[str], deadline: float) -> INetStream:
+        """A new stream to a peer on `protocol` (or the first of several the peer knows), dialling
+        it if needed, within the connect timeout."""
         limit = min(deadline, trio.current_time() + self.connect_timeout)
+        protocols = [protocol] if isinstance(protocol, str) else protocol
         try:
             with trio.fail_at(limit):
-                return await self.host.new_stream(ID.from_base58(peer_id), [protocol])  # type: ignore[list-item]
+                return await self.host.new_stream(ID.from_base58(peer_id), protocols)  # type: ignore[arg-type]
         except trio.TooSlowError:
             if limit >= deadline:
                 raise ToolTimeout(f"deadline passed while opening a stream to peer {peer_id}") from None
@@ -77,19 +80,13 @@ class PeerLinks:
     async def call_peer(
         self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents = NO_EVENTS
     ) -> ToolResponse:
-        """One request on `/praxis/tool/1.0.0`; a stream lost after sending may have run the tool."""
+        """One call to one peer (`/praxis/tool/1.1.0`, or 1.0.0 with a peer that knows only that);
+        a stream lost after sending may have run the tool."""
         started = trio.current_time()
         response: ToolResponse | None = None
         try:
-            stream = await self.open_stream(peer_id, TOOL_PROTOCOL, deadline)
-            try:
-                async with closing_stream(self.stats.counting(stream)) as counted:
-                    # The deadline bounds the wait for the answer, not the idle timeout: tools may be slow.
-                    response = await request_tool(counted, request, replace(self.limits, idle_timeout=math.inf),
-                                                  deadline)
-                    return response
-            except PeerUnreachable as exc:
-                raise PeerUnreachable(exc.message, maybe_ran=True) from None
+            response = await self.calls.call(peer_id, request, deadline, events)
+            return response
         finally:
             self.stats.sent(peer_id, trio.current_time() - started, answered=response is not None,
                             ok=response is not None and response.error is None and not response.result.is_error)
@@ -109,16 +106,25 @@ class PeerLinks:
         """
         with trio.move_on_after(STOP_TIMEOUT) as scope:
             scope.shield = True
-            for peer in list(self.host.get_network().connections):
-                try:
-                    await self.host.disconnect(peer)
-                except Exception as exc:  # already closing: nothing more to do for this peer
-                    log.debug("disconnect from %s: %s", peer, type(exc).__name__)
+            # Listeners first: they are what a restart on the same port needs released, and
+            # nothing new should arrive while the peers are let go.
             for listener in list(getattr(self.host.get_network(), "listeners", {}).values()):
                 try:
                     await listener.close()
                 except Exception as exc:  # a listener that failed to start: nothing to close
                     log.debug("closing a listener: %s", type(exc).__name__)
+            await self.calls.aclose()
+            # Every peer at once: one by one, a node with dozens of peers on a busy machine
+            # ran out of the stop timeout.
+            async with trio.open_nursery() as nursery:
+                for peer in list(self.host.get_network().connections):
+                    nursery.start_soon(self._disconnect, peer)
+
+    async def _disconnect(self, peer: ID) -> None:
+        try:
+            await self.host.disconnect(peer)
+        except Exception as exc:  # already closing: nothing more to do for this peer
+            log.debug("disconnect from %s: %s", peer, type(exc).__name__)
 
 
 def connection_direction(conn: INetConn) -> str:

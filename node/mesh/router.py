@@ -136,9 +136,9 @@ class Router:
 
     def _peer_target(self, name: str) -> tuple[str, str | None]:
         """(tool, definition) that `name` routes to among peers; see `tools`."""
-        if name in self.directory.tool_names():
-            definitions = self.directory.definitions(name)
-            return name, definitions[0].fingerprint if definitions else None
+        pinned = self.directory.pinned(name)  # None: no peer lists `name` itself
+        if pinned is not None:
+            return name, pinned
         tool, at, suffix = name.rpartition("@")
         if at and tool:
             for definition in self.directory.definitions(tool):
@@ -148,7 +148,9 @@ class Router:
 
     def peer_providers(self, name: str, exclude: frozenset[str] = frozenset()) -> list[str]:
         """The peers a call to `name` would be sent to, best first, leaving out `exclude`."""
-        tool, definition = self._peer_target(name)
+        return self._providers(*self._peer_target(name), exclude)
+
+    def _providers(self, tool: str, definition: str | None, exclude: frozenset[str]) -> list[str]:
         if definition is None:
             return []
         return [p for p in self.directory.providers(tool, definition) if p not in exclude]
@@ -181,17 +183,17 @@ class Router:
         if upstream is not None and self.upstreams is not None:
             result = await self.upstreams.call(name, arguments, deadline, events)
             return Routed(result, f"mcp:{upstream[0]}")
-        tool, _ = self._peer_target(name)
+        tool, definition = self._peer_target(name)
         tried: list[str] = []
         refusals: list[PraxisError] = []  # typed "did not run" answers from providers
-        providers = self.peer_providers(name, exclude)
+        providers = self._providers(tool, definition, exclude)
         if not providers and self.lookup is not None and hops == 0:
             # A tool no peer is known to offer: ask the DHT (only for this node's own calls, so a
             # peer's calls cannot make this node search the mesh for names of its choosing).
             now = trio.current_time()
             if await self.lookup(tool, now + (deadline - now) * LOOKUP_SHARE):
-                tool, _ = self._peer_target(name)
-                providers = self.peer_providers(name, exclude)
+                tool, definition = self._peer_target(name)
+                providers = self._providers(tool, definition, exclude)
         for peer_id in providers:
             if trio.current_time() >= deadline:
                 raise ToolTimeout(f"tool {name!r}: deadline passed after trying {', '.join(tried)}")

@@ -16,9 +16,11 @@ from node.mesh.stats import SERVED, CallRecord, MeshStats
 from node.runtime.tracing import SpanKind, Tracing
 from node.tools.local import LocalTools
 from node.tools.policy import may_call_as, may_use_node
+from protocols.call import CallLimits, serve_call_stream
+from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import Busy, NotAllowed, PraxisError, TooLarge, ToolNotFound
 from protocols.messages import ToolRequest, ToolResponse, ToolResult
-from protocols.streams import WireLimits
+from protocols.streams import WireLimits, end_stream
 from protocols.tool import serve_tool_stream
 
 
@@ -53,7 +55,7 @@ class InFlightLimits:
 
 
 class ToolService:
-    """Answers `/praxis/tool/1.0.0` requests from peers.
+    """Answers peers' calls on `/praxis/tool/1.0.0` and `/praxis/tool/1.1.0`.
 
     Who asks is the peer in front and the call's proven origin (node/mesh/origins.py); policy
     applies to both.
@@ -85,25 +87,39 @@ class ToolService:
         self.upstreams = upstreams
         limits = config.limits
         self.in_flight = InFlightLimits(limits.max_inflight_per_peer, limits.max_inflight_total)
+        self.call_limits = CallLimits(max_calls=limits.max_calls_per_stream)
 
     async def serve_tool_stream(self, stream: INetStream) -> None:
         """`/praxis/tool/1.0.0`: one request from the stream's peer, one response; never raises."""
         peer_id = stream.muxed_conn.peer_id.to_string()
         await serve_tool_stream(self.stats.counting(stream), peer_id, self.handle, self.wire,
-                                on_bad_request=self.stats.bad_request)
+                                on_bad_request=self.stats.bad_request, was_reset=lambda: caller_gone(stream))
 
-    async def handle(self, request: ToolRequest, peer_id: str) -> ToolResponse:
+    async def serve_call_stream(self, stream: INetStream) -> None:
+        """`/praxis/tool/1.1.0`: calls from the stream's peer one after the other, each with its
+        interim frames both ways; never raises, always ends the stream."""
+        peer_id = stream.muxed_conn.peer_id.to_string()
+        counted = self.stats.counting(stream)
+        ok = False
+        try:
+            ok = await serve_call_stream(counted, peer_id, self.handle, self.wire, self.call_limits,
+                                         on_bad_request=self.stats.bad_request)
+        finally:
+            await end_stream(counted, ok=ok)
+
+    async def handle(self, request: ToolRequest, peer_id: str, events: CallEvents = NO_EVENTS) -> ToolResponse:
+        """Serve one call; `events` is the caller (interim frames on 1.1.0, nothing on 1.0.0)."""
         with self.tracing.span(f"serve {request.name}", SpanKind.SERVER, parent=request.traceparent,
                                **{"praxis.tool": request.name, "praxis.caller": peer_id}), \
                 self.stats.call(SERVED, request.name, peer_id) as record:
             try:
-                result = await self._serve(request, peer_id, record)
+                result = await self._serve(request, peer_id, record, events)
             except PraxisError as exc:
                 record.failed(exc)
                 return ToolResponse.failure(request.id, exc.code, exc.message)
             return ToolResponse(id=request.id, result=result)
 
-    async def _serve(self, request: ToolRequest, peer_id: str, record: CallRecord) -> ToolResult:
+    async def _serve(self, request: ToolRequest, peer_id: str, record: CallRecord, events: CallEvents) -> ToolResult:
         limits = self.config.limits
         if request.hops > limits.max_hops:
             record.refused = "too_many_hops"
@@ -127,7 +143,7 @@ class ToolService:
             if not may_call_as(contract, caller, self.config.policy):
                 raise _refusal(caller, f"tool {request.name!r}")
             with self.in_flight.slot(peer_id):
-                result = await self.local.run(request.name, arguments, deadline)
+                result = await self.local.run(request.name, arguments, deadline, events)
             record.succeeded(result)
             return result
         if not may_use_node(caller, self.config.policy):
@@ -136,7 +152,7 @@ class ToolService:
             server = self.upstreams.tools().get(request.name)
             record.provider = f"mcp:{server[0]}" if server is not None else "mcp"
             with self.in_flight.slot(peer_id):
-                result = await self.upstreams.call(request.name, arguments, deadline)
+                result = await self.upstreams.call(request.name, arguments, deadline, events)
             record.succeeded(result)
             return result
         if request.hops >= limits.max_hops:
@@ -154,10 +170,17 @@ class ToolService:
             routed = await self.router.call(
                 request.name, arguments, deadline=deadline, hops=max(request.hops, 1),
                 trace_id=request.trace_id, exclude=exclude, use_upstreams=False,
-                origin=request.origin, sign=False,
+                origin=request.origin, sign=False, events=events,
             )
         record.succeeded(routed.result, routed.provider)
         return routed.result
+
+
+def caller_gone(stream: INetStream) -> bool:
+    """py-libp2p 0.8.1 reports a reset stream, like a closed one, as EOF: tell them apart by the
+    muxer's own flag (or a connection that is gone)."""
+    reset = getattr(getattr(stream, "muxed_stream", None), "reset_received", False)
+    return bool(reset) or bool(getattr(stream.muxed_conn, "is_closed", False))
 
 
 def _refusal(caller: Caller, what: str) -> NotAllowed:

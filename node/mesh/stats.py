@@ -12,7 +12,7 @@ global one: two nodes run in one process). It records:
 - calls this node refused itself, by reason (`REASONS`);
 - per connected peer: when it connected, the calls sent to it and received from it, the
   errors among them, and the smoothed round trip of the calls sent to it;
-- bytes and frames on `/praxis/tool/1.0.0` streams, both ways (`CountingStream`);
+- bytes and frames on tool streams (`/praxis/tool/1.0.0` and `1.1.0`), both ways (`CountingStream`);
 - per tool, the durations of its recent calls (`WINDOW_SECONDS`, at most `WINDOW_CALLS` per
   tool), for p50/p95;
 - the last `RECENT_CALLS` calls, whatever their tool (`RecentCall`: tool, role, caller,
@@ -432,12 +432,12 @@ class _StreamCollector:
         for role in ROLES:
             in_flight.add_metric((role,), stats.in_flight[role])
         yield in_flight
-        traffic = CounterMetricFamily("praxis_tool_stream_bytes", "Bytes on /praxis/tool/1.0.0 streams",
+        traffic = CounterMetricFamily("praxis_tool_stream_bytes", "Bytes on tool streams (1.0.0 and 1.1.0)",
                                       labels=("direction",))
         traffic.add_metric(("in",), stats.bytes_in)
         traffic.add_metric(("out",), stats.bytes_out)
         yield traffic
-        frames = CounterMetricFamily("praxis_tool_stream_frames", "Frames on /praxis/tool/1.0.0 streams",
+        frames = CounterMetricFamily("praxis_tool_stream_frames", "Frames on tool streams (1.0.0 and 1.1.0)",
                                      labels=("direction",))
         frames.add_metric(("in",), stats.frames_in)
         frames.add_metric(("out",), stats.frames_out)

@@ -136,20 +136,25 @@ class MeshView:
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None,
-        events: CallEvents = NO_EVENTS,
+        events: CallEvents = NO_EVENTS, timeout: float | None = None,
     ) -> ToolResult:
-        return (await self.call(name, arguments, caller="mcp", traceparent=traceparent, events=events)).result
+        # A client may shorten the deadline, never lengthen it.
+        timeout = min(timeout, self.call_timeout) if timeout is not None else None
+        return (await self.call(name, arguments, caller="mcp", traceparent=traceparent, events=events,
+                                timeout=timeout)).result
 
     async def request(
-        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None
+        self, peer_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+        events: CallEvents = NO_EVENTS,
     ) -> ToolResponse:
         """Send a call to one given peer (which serves it or forwards it), bypassing the router's
-        choice; the answer comes back as the peer gave it, errors included."""
+        choice; the answer comes back as the peer gave it, errors included. `events`: where what
+        the tool says while it runs goes."""
         deadline = trio.current_time() + (timeout if timeout is not None else self.call_timeout)
         with self.stats.call(MADE, name, "node") as record:
             record.provider = peer_id
             try:
-                response = await self.router.request(peer_id, name, arguments, deadline)
+                response = await self.router.request(peer_id, name, arguments, deadline, events)
             except PraxisError as exc:
                 record.failed(exc)
                 raise

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _PROPAGATOR = TraceContextTextMapPropagator()
+_NO_SPAN = nullcontext(INVALID_SPAN)
 
 
 class Tracing:
@@ -34,6 +35,7 @@ class Tracing:
 
     def __init__(self, tracer: Tracer | None = None) -> None:
         self.tracer: Tracer = tracer or NoOpTracer()
+        self.on = tracer is not None
         self._provider: Any = None  # the SDK provider this node owns (shut down on close)
 
     @classmethod
@@ -54,12 +56,20 @@ class Tracing:
         tracing._provider = provider
         return tracing
 
-    @contextmanager
     def span(self, name: str, kind: SpanKind, *, parent: str | None = None,
-             **attributes: Any) -> Iterator[Span]:
+             **attributes: Any) -> AbstractContextManager[Span]:
         """A span of this node, child of `parent` (a traceparent) when given, else of the
         current span; an exception marks it failed (its type only: messages may quote data)."""
-        ctx = _PROPAGATOR.extract({"traceparent": parent}) if parent and TRACEPARENT.match(parent) else None
+        valid_parent = parent is not None and TRACEPARENT.match(parent) is not None
+        if not self.on and not valid_parent:
+            # The no-op tracer would only make the current span current again: skip its cost.
+            return _NO_SPAN
+        return self._span(name, kind, parent if valid_parent else None, attributes)
+
+    @contextmanager
+    def _span(self, name: str, kind: SpanKind, parent: str | None, attributes: dict[str, Any]) -> Iterator[Span]:
+        # Off, with a parent: the no-op tracer still makes the parent current, so it travels on.
+        ctx = _PROPAGATOR.extract({"traceparent": parent}) if parent is not None else None
         with self.tracer.start_as_current_span(name, context=ctx, kind=kind, attributes=attributes,
                                                record_exception=False, set_status_on_exception=False) as span:
             try:

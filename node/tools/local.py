@@ -93,5 +93,8 @@ class LocalTools:
         return result
 
 
+_SIZE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # built once, not per call
+
+
 def json_size(value: object) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str).encode())
+    return len(_SIZE_ENCODER.encode(value).encode())

@@ -25,6 +25,10 @@ CALLERS = 64
 CALL_DEADLINE = 10.0
 KILL_AFTER = 500
 RESTART_AFTER = 1000
+# Calls from this index on wait until the restarted provider is known again: starting a node
+# process on a busy machine can take longer than the calls left (reused streams made calls
+# fast), and the restarted provider must be seen serving.
+REJOIN_GATE = 1500
 WORK_TOOL = {
     "name": "work", "engine": "python", "engineSpec": {"callable": "tests.sample_tools:record"},
     "params": [{"name": "token", "type": "string", "required": True},
@@ -56,13 +60,15 @@ async def test_kill_and_restart_a_provider_under_load(tmp_path: Path, figures):
             answers = Counter[str]()
             next_index = 0
             done = 0
-            killed, restarted = trio.Event(), trio.Event()
+            killed, restarted, rejoined = trio.Event(), trio.Event(), trio.Event()
 
             async def caller_task() -> None:
                 nonlocal next_index, done
                 while next_index < TOTAL_CALLS:
                     index = next_index
                     next_index += 1
+                    if index >= REJOIN_GATE:
+                        await rejoined.wait()
                     token = f"call-{index}"
                     node = callers[index % len(callers)]
                     with trio.move_on_after(CALL_DEADLINE + 2) as scope:
@@ -90,6 +96,10 @@ async def test_kill_and_restart_a_provider_under_load(tmp_path: Path, figures):
                 proc_a, again = await start_node_process(cfg["provider-a"],
                                                          {"PRAXIS_TEST_RECORD_FILE": str(logs["a2"])})
                 assert again["peerId"] == ready_a["peerId"]  # same identity after the restart
+                for node in callers:
+                    await wait_until(lambda n=node: ready_a["peerId"] in n.directory.providers("work"),
+                                     node.directory.changed, 20)
+                rejoined.set()
 
             started = trio.current_time()
             async with trio.open_nursery() as nursery:

@@ -114,3 +114,33 @@ async def test_replayed_and_forged_origin_proofs_are_refused():
             expired = sign_origin(x.key_pair.private_key, x.peer_id, target=m, tool="open",
                                   arguments={"text": "t"}, expires_ms=int(time.time() * 1000) - 120_000)
             assert "expired" in (await send("t", expired.to_wire()))["error"]["message"]
+
+
+def test_parsed_origin_keys_are_bounded_and_never_stand_in_for_the_signature_check(monkeypatch):
+    # OriginCheck keeps origins' public keys parsed (a peer ID always means the same key); the
+    # memory is bounded, and a proof from an origin whose key is kept is still checked in full.
+    import pytest
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    from node.mesh import origins
+    from protocols.messages import ToolRequest
+
+    monkeypatch.setattr(origins, "MAX_KEYS", 4)
+    me, forwarder = (ID.from_pubkey(create_new_key_pair().public_key).to_base58() for _ in range(2))
+    check = origins.OriginCheck(me)
+    expires = int(time.time() * 1000) + 30_000
+
+    def call(key_pair, text: str, signed_text: str | None = None) -> ToolRequest:
+        peer_id = ID.from_pubkey(key_pair.public_key).to_base58()
+        proof = sign_origin(key_pair.private_key, peer_id, target=forwarder, tool="open",
+                            arguments={"text": signed_text or text}, expires_ms=expires)
+        return ToolRequest(id="r", name="open", arguments={"text": text}, hops=2, origin=proof)
+
+    pairs = [create_new_key_pair() for _ in range(10)]
+    for pair in pairs:
+        assert check.identify(call(pair, "t"), forwarder, {"text": "t"}).origin_proven
+        assert len(check._keys) <= 4
+    kept = pairs[-1]  # its key is in the memory now
+    with pytest.raises(NotAllowed, match="does not match"):
+        check.identify(call(kept, "other", signed_text="t"), forwarder, {"text": "other"})

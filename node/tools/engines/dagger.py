@@ -14,6 +14,11 @@ The engine connects to the session named by `DAGGER_SESSION_PORT` / `DAGGER_SESS
 Runs are bounded by a capacity limiter; a call that cannot get a slot before its deadline
 fails with `Busy` and has run nothing.
 
+Cancellation: a cancelled call abandons the SDK's query (its HTTP request is closed), and the
+Dagger engine cancels the exec, so the container does not run on. Progress: none. The SDK
+returns an exec's output only when it ends (Dagger's live progress is its own telemetry,
+which the SDK does not expose), so `praxis:progress` lines of a dagger tool stay in its stderr.
+
 Secrets: passthrough values go to Dagger as secrets (`setSecret` + `withSecretVariable`),
 never as plain variables, and are replaced by *** in anything returned or logged.
 """

@@ -6,6 +6,13 @@ parameters a call passes become environment variables (nothing else does: see
 `node.tools.engines.env`).
 Stdout is the result (JSON stdout is also structured content); output past the limit kills
 the process and fails the call.
+
+Progress and log (`node.tools.engines.reports`): a stderr line `praxis:progress 3/10 copying`
+or `praxis:log warning disk almost full` goes to the caller (rate-limited, cleaned, cut) and is
+left out of the stderr text that error messages quote.
+
+Cancellation: each run is its own session and process group; when the call is cancelled, or
+its deadline passes, or the run ends, the whole group (grandchildren too) gets SIGKILL.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from node.tools.engines.base import (
     ToolTimeout,
 )
 from node.tools.engines.env import arguments_as_env
+from node.tools.engines.reports import ReportReader
 from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import TooLarge
+from protocols.event_limits import limited
 
 log = logging.getLogger("praxis.engine.process")
 
@@ -75,31 +84,49 @@ class ProcessEngine:
             raise ToolExecutionError(
                 f"tool {contract.name!r}: cannot start {command[0]!r}: {exc.strerror}"
             ) from None
-        stdout, stderr = bytearray(), bytearray()
+        stdout = bytearray()
+        reports = ReportReader(limited(events), limit)
         overflow: list[str] = []
 
-        async def drain(pipe: Any, into: bytearray, name: str) -> None:
+        async def drain_stdout() -> None:
             while True:
-                chunk = await pipe.receive_some(65536)
+                chunk = await process.stdout.receive_some(65536)  # type: ignore[union-attr]
                 if not chunk:
                     return
-                into += chunk
-                if len(into) > limit:
-                    overflow.append(name)
+                stdout.extend(chunk)
+                if len(stdout) > limit:
+                    overflow.append("stdout")
                     _kill_group(process)
                     return
+
+        async def drain_stderr() -> None:
+            while True:
+                chunk = await process.stderr.receive_some(65536)  # type: ignore[union-attr]
+                if not chunk:
+                    await reports.finish()
+                    return
+                if not await reports.feed(chunk):
+                    overflow.append("stderr")
+                    _kill_group(process)
+                    return
+
+        async def reap() -> None:
+            await process.wait()
+            _kill_group(process)  # what it left behind would hold the pipes open
 
         try:
             with trio.move_on_at(deadline) as scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(drain, process.stdout, stdout, "stdout")
-                    nursery.start_soon(drain, process.stderr, stderr, "stderr")
-                await process.wait()
+                    nursery.start_soon(drain_stdout)
+                    nursery.start_soon(drain_stderr)
+                    nursery.start_soon(reap)
         finally:
+            # Cancelled, timed out or done: nothing the run started may outlive it.
+            _kill_group(process)
             if process.returncode is None:
-                _kill_group(process)
                 with trio.CancelScope(shield=True):
                     await process.wait()
+        stderr = reports.stderr
         if scope.cancelled_caught:
             raise ToolTimeout(f"tool {contract.name!r} ran past its deadline and was killed")
         if overflow:
@@ -123,8 +150,8 @@ def _kill_group(process: trio.Process) -> None:
     """Kill the tool's whole process group (it was started in a session of its own)."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already gone
 
 
 def structured_stdout(out: str) -> ToolResult:

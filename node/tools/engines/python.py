@@ -8,6 +8,16 @@ keyword arguments and may be sync or async. A sync function runs on the node's e
 so it must be quick; anything slow belongs in a `process` or `dagger` tool.
 Return a `str` (the text result), a JSON-able dict/list (text plus structured content), or
 a `ToolResult`.
+
+Progress, log and questions: a callable that declares a keyword parameter named
+`praxis_events` (`node.config.PYTHON_EVENTS_PARAMETER`) gets the call's `CallEvents` there,
+within the bounds of `protocols.event_limits.LimitedEvents`:
+`await praxis_events.progress(Progress(3, 10, "copying"))`,
+`await praxis_events.log(LogMessage("info", "text"))`,
+`await praxis_events.ask(SAMPLING, params, deadline)`. No tool parameter may have that name
+(checked when the contract loads). Cancellation is trio's: when the caller gives up, the
+call's scope is cancelled and an async callable is interrupted at its next `await`; a sync
+callable runs to its end (it must be quick anyway).
 """
 
 from __future__ import annotations
@@ -21,9 +31,11 @@ from typing import Any
 
 import trio
 
-from node.config import PythonSpec, ToolContract, import_callable
+from node.config import PYTHON_EVENTS_PARAMETER, PythonSpec, ToolContract, import_callable
 from node.tools.engines.base import ContractError, PraxisError, ToolExecutionError, ToolResult, ToolTimeout
 from protocols.call_events import NO_EVENTS, CallEvents
+from protocols.errors import InvalidArguments
+from protocols.event_limits import limited
 
 log = logging.getLogger("praxis.engine.python")
 
@@ -45,11 +57,22 @@ def result_from_value(value: Any) -> ToolResult:
     return result
 
 
+def wants_events(func: Callable[..., Any]) -> bool:
+    """True when the callable declares the `praxis_events` keyword by name."""
+    try:
+        parameter = inspect.signature(func).parameters.get(PYTHON_EVENTS_PARAMETER)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 class PythonEngine:
     def __init__(self) -> None:
-        self._resolved: dict[tuple[str, Path | None], Callable[..., Any]] = {}
+        # (callable, whether it wants `praxis_events`): looked up and inspected once, not per call.
+        self._resolved: dict[tuple[str, Path | None], tuple[Callable[..., Any], bool]] = {}
 
-    def _callable(self, contract: ToolContract, *, fresh: bool = False) -> Callable[..., Any]:
+    def _callable(self, contract: ToolContract, *, fresh: bool = False) -> tuple[Callable[..., Any], bool]:
         target = contract.typed_spec(PythonSpec, fresh=fresh).callable
         key = (target, contract.config_dir)  # `mytools:greet` of two config folders: two functions
         cached = self._resolved.get(key)
@@ -59,20 +82,28 @@ class PythonEngine:
             func = import_callable(target, contract.config_dir)
         except ValueError as exc:
             raise ContractError(f"tool {contract.name!r}: {exc}") from None
-        self._resolved[key] = func
-        return func
+        resolved = self._resolved[key] = (func, wants_events(func))
+        return resolved
 
     def check_contract(self, contract: ToolContract) -> None:
+        if any(p.name == PYTHON_EVENTS_PARAMETER for p in contract.params):
+            raise ContractError(f"tool {contract.name!r}: no parameter may be named "
+                                f"{PYTHON_EVENTS_PARAMETER!r} (the python engine passes the call's events there)")
         self._callable(contract, fresh=True)
 
     async def execute(
         self, contract: ToolContract, arguments: dict[str, Any], deadline: float,
         events: CallEvents = NO_EVENTS,
     ) -> ToolResult:
-        func = self._callable(contract)
+        func, func_wants_events = self._callable(contract)
+        if PYTHON_EVENTS_PARAMETER in arguments:  # only an undeclared argument can be named so
+            raise InvalidArguments(f"tool {contract.name!r}: no argument may be named {PYTHON_EVENTS_PARAMETER!r}")
+        kwargs = dict(arguments)
+        if func_wants_events:
+            kwargs[PYTHON_EVENTS_PARAMETER] = limited(events)
         with trio.move_on_at(deadline) as scope:
             try:
-                value = func(**arguments)
+                value = func(**kwargs)
                 if inspect.isawaitable(value):
                     value = await value
             except PraxisError:

@@ -9,7 +9,9 @@ engineSpec:
 
 The remote result (every content item, structured content, isError) comes back unchanged.
 Sessions come from a shared `McpClientPool` (one per server, reused, reconnected on the next
-call after a failure); the pool runs in the Node's nursery.
+call after a failure); the pool runs in the Node's nursery. What the server says during the
+call (progress, log, sampling and elicitation) reaches the call's events, and a cancelled call
+sends it `notifications/cancelled` (`node.mcp.clients`, `node.mcp.session_events`).
 """
 
 from __future__ import annotations
