@@ -5,9 +5,9 @@ later reach it only as a `tools/list_changed` notification, which some clients i
 stdio mode waits (at most `bound` seconds) until the mesh has *settled*:
 
 1. every bootstrap peer's card has arrived, and
-2. for each bootstrap peer, each peer it lists (the ones this node's peer exchange would
-   dial: dialable, not this node, at most `PER_LIST` of them) has been dialled and its card
-   has arrived.
+2. for each bootstrap peer, each peer it lists (dialable, not this node, at most `PER_LIST`
+   of them) has sent its card: with peer exchange, once dialled; with discovery (the
+   default), once one of its tools was found through the DHT.
 
 A listed peer whose dial fails cannot be seen from here (the node keeps no record of failed
 dials that a caller can read), so such a peer holds the wait until the bound. A read-only
@@ -25,11 +25,13 @@ import trio
 from node.mesh.dial_budget import PER_LIST
 from node.mesh.host import parse_peer_addr
 from protocols.errors import PraxisError
+from protocols.peers import PeerRecord
 
 if TYPE_CHECKING:
     from node.app import Node
 
 log = logging.getLogger("praxis.stdio")
+LOOKUP_PAUSE = 1.0  # seconds between DHT lookups of a listed peer's tool while settling
 
 
 async def wait_until_settled(node: Node, bound: float) -> bool:
@@ -43,7 +45,7 @@ async def wait_until_settled(node: Node, bound: float) -> bool:
     settled = False
     with trio.move_on_after(bound):
         await _cards(node, wanted)
-        if node.config.p2p.peer_exchange:
+        if node.config.p2p.peer_exchange or node.lookup is not None:
             async with trio.open_nursery() as nursery:
                 for peer_id in wanted:
                     nursery.start_soon(_listed_peers_settled, node, peer_id, bound)
@@ -71,6 +73,7 @@ async def _listed_peers_settled(node: Node, peer_id: str, bound: float) -> None:
     except PraxisError:  # no list (a Go node, or the peer left): nothing more to wait for
         return
     expected: list[str] = []
+    records = []
     for record in listed.peers:
         if len(expected) >= PER_LIST:
             break
@@ -78,7 +81,25 @@ async def _listed_peers_settled(node: Node, peer_id: str, bound: float) -> None:
             continue
         if any(_names(addr, record.peer_id) for addr in record.addrs):
             expected.append(record.peer_id)
+            records.append(record)
+    if not node.config.p2p.peer_exchange:
+        # Discovery without peer exchange: listed peers are not dialled, and their cards may
+        # reach this node only with their next announcement; find their tools in the DHT.
+        await _found_through_the_dht(node, [r for r in records if r.tools])
+        return
     await _cards(node, expected)
+
+
+async def _found_through_the_dht(node: Node, records: list[PeerRecord]) -> None:
+    """Until each of these peers' cards is known, looking one of its tools up now and then."""
+    assert node.lookup is not None
+    while missing := [r for r in records if node.directory.get(r.peer_id) is None]:
+        version = node.directory.changed.version
+        async with trio.open_nursery() as nursery:
+            for record in missing:
+                nursery.start_soon(node.lookup.find, record.tools[0].name, trio.current_time() + LOOKUP_PAUSE)
+        with trio.move_on_after(LOOKUP_PAUSE):  # a record not in the DHT yet: ask again soon
+            await node.directory.changed.wait_past(version)
 
 
 def _names(addr: str, peer_id: str) -> bool:
