@@ -34,7 +34,7 @@ def named(exporter: InMemorySpanExporter, name: str) -> list:
 
 async def chain(stack: AsyncExitStack, a_mcp: bool = False):
     """C serves echo; B is connected to C; A is connected to B only."""
-    no_px = {"peer_exchange": False}
+    no_px = {"peer_exchange": False, "discovery": False}
     c, c_spans = traced(node_config("c", [py_tool("echo", "echo", ECHO_PARAMS)], p2p=no_px))
     await stack.enter_async_context(c.running())
     b, b_spans = traced(node_config("b", bootstrap=c.addrs[:1], p2p=no_px))

@@ -50,9 +50,10 @@ UNKNOWN_TOOL_CODES = (ToolNotFound.code, NoProvider.code)
 
 
 def client_node(bootstrap: list[str], name: str = "praxis-cli") -> Node:
-    """A node with no tools, no mDNS, a throw-away key, listening on an ephemeral port."""
+    """A node with no tools, no mDNS, no discovery (it only talks to the one peer), a throw-away key,
+    listening on an ephemeral port."""
     config = parse_config(
-        {"agent": {"name": name}, "p2p": {"port": 0, "enable_mdns": False, "peer_exchange": False,
+        {"agent": {"name": name}, "p2p": {"port": 0, "enable_mdns": False, "peer_exchange": False, "discovery": False,
                                            "bootstrap_nodes": bootstrap},
          "mcp": {"enabled": False}},
         env={},

@@ -22,7 +22,7 @@ from tests.processes import node_process, write_config
 
 async def test_failover_does_not_trust_another_cards_idempotence(tmp_path):
     ledger = tmp_path / "ledger.txt"
-    a = make_node(node_config("a", p2p={"peer_exchange": False}))
+    a = make_node(node_config("a", p2p={"peer_exchange": False, "discovery": False}))
     async with a.running():
         charge = {"name": "charge", "engine": "process", "allow_peers": [a.peer_id],
                   "params": [{"name": "order", "type": "string", "required": True}],

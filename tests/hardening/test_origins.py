@@ -24,8 +24,8 @@ def request(tool: str, text: str, **extra: object) -> bytes:
 
 
 async def three_nodes(stack: AsyncExitStack, tmp_path: Path):
-    a = make_node(node_config("a", p2p={"peer_exchange": False}))
-    x = make_node(node_config("x", p2p={"peer_exchange": False}))
+    a = make_node(node_config("a", p2p={"peer_exchange": False, "discovery": False}))
+    x = make_node(node_config("x", p2p={"peer_exchange": False, "discovery": False}))
     marker = tmp_path / "proc-ran"
     b = make_node(node_config("b", [
         py_tool("secret", "echo", ECHO_PARAMS, allow_peers=[a.peer_id]),
@@ -33,7 +33,7 @@ async def three_nodes(stack: AsyncExitStack, tmp_path: Path):
         py_tool("open", "echo", ECHO_PARAMS),
         {"name": "proc", "engine": "process", "params": ECHO_PARAMS, "allow_peers": [a.peer_id],
          "engineSpec": {"command": ["sh", "-c", f'touch {marker}; printf %s "$text"']}},
-    ], p2p={"peer_exchange": False}, engines={"process": {"enabled": True}}))
+    ], p2p={"peer_exchange": False, "discovery": False}, engines={"process": {"enabled": True}}))
     await stack.enter_async_context(b.running())
     a.config.p2p.bootstrap_nodes = b.addrs[:1]
     await stack.enter_async_context(a.running())
