@@ -28,6 +28,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.helpers import cancel_once_started  # noqa: E402
 from tests.mcp_interop.test_calls_across_hops import hops, wait_for_file, wait_gone  # noqa: E402
 
 Timed = Callable[[], Awaitable[float]]
@@ -37,17 +38,6 @@ def summary(label: str, samples: list[float], target: float | None) -> str:
     line = (f"{label}: median {statistics.median(samples) * 1000:.0f} ms, "
             f"max {max(samples) * 1000:.0f} ms over {len(samples)} cancels")
     return line + (f"   (target < {target * 1000:.0f} ms)" if target else "")
-
-
-async def cancel_after(start: Callable[[], Awaitable[object]], started: Callable[[], Awaitable[object]]) -> float:
-    """Start a call, wait until its work has started, cancel; return trio time of the cancel."""
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(start)
-            await started()
-            cancelled_at = trio.current_time()
-            scope.cancel()
-    return cancelled_at
 
 
 async def pid_started(pid_file: Path, into: list[int]) -> None:
@@ -72,12 +62,12 @@ async def process_and_upstream(rounds: int, folder: Path) -> dict[str, list[floa
                                  ("process, no hop (baseline)", lambda: h.b.call("sleeper", {}))):
                 pid_file.unlink(missing_ok=True)
                 pid: list[int] = []
-                cancelled_at = await cancel_after(start, partial(pid_started, pid_file, pid))
+                _, cancelled_at = await cancel_once_started(start, partial(pid_started, pid_file, pid))
                 await wait_gone(pid[0], 30)
                 out[label].append(trio.current_time() - cancelled_at)
             hang_file.write_text("")
-            cancelled_at = await cancel_after(lambda: client.call_tool("hang", {}),
-                                              lambda: wait_for_file(hang_file))
+            _, cancelled_at = await cancel_once_started(lambda: client.call_tool("hang", {}),
+                                                        lambda: wait_for_file(hang_file))
             with trio.fail_after(30):
                 while "cancelled" not in hang_file.read_text():
                     await trio.sleep(0.005)
@@ -110,8 +100,8 @@ async def containers(rounds: int, folder: Path) -> list[float] | str:
             for _ in range(rounds):
                 before = await trio.to_thread.run_sync(standin_containers, backend)
                 ours: set[str] = set()
-                cancelled_at = await cancel_after(lambda: client.call_tool("long_build", {}),
-                                                  partial(container_started, backend, before, ours))
+                _, cancelled_at = await cancel_once_started(lambda: client.call_tool("long_build", {}),
+                                                            partial(container_started, backend, before, ours))
                 with trio.fail_after(60):
                     while ours & await trio.to_thread.run_sync(standin_containers, backend):
                         await trio.sleep(0.02)

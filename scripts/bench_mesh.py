@@ -201,14 +201,11 @@ async def convergence(count: int) -> float:
 async def conversation(cancels: int) -> tuple[int, bool, float, list[float], list[float]]:
     """(e) 1,000 progress updates from an engine two hops away: how many arrive, in order, how
     fast; (f) cancel latency, caller to engine, one and two hops (an in-process engine double)."""
-    from tests.call_doubles import FLOOD, HANG, RecordingEvents, TalkingEngine, start_node
+    from tests.call_doubles import FLOOD, HANG, RecordingEvents, TalkingEngine, start_chain
 
     engine = TalkingEngine()
     async with AsyncExitStack() as stack:
-        c = await start_node(stack, "c", [FLOOD, HANG], engine)
-        b = await start_node(stack, "b", bootstrap=c.addrs[:1])
-        a = await start_node(stack, "a", bootstrap=b.addrs[:1])
-        await wait_all_know([a, b], {"flood", "hang"})
+        a, b, c = await start_chain(stack, [FLOOD, HANG], engine)
         events = RecordingEvents()
         t0 = trio.current_time()
         await a.router.request(b.peer_id, "flood", {"progress": 1000}, trio.current_time() + 30, events)

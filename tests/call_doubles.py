@@ -16,7 +16,7 @@ from node.app import Node
 from node.config import ToolContract
 from protocols.call_events import NO_EVENTS, SAMPLING, AskRefused, CallEvents, LogMessage, Progress
 from protocols.messages import ToolResult
-from tests.helpers import node_config, py_tool
+from tests.helpers import node_config, py_tool, wait_all_know
 
 # The tools the double serves (python contracts; the double runs them instead of the callable).
 CHATTY = py_tool("chatty", "noop", [{"name": "steps", "type": "number"}])
@@ -111,3 +111,15 @@ async def start_node(stack: AsyncExitStack, name: str, tools: list[dict[str, Any
                 engines={"python": engine} if engine is not None else None)  # type: ignore[dict-item]
     await stack.enter_async_context(node.running())
     return node
+
+
+async def start_chain(
+    stack: AsyncExitStack, tools: list[dict[str, Any]], engine: TalkingEngine
+) -> tuple[Node, Node, Node]:
+    """a -> b -> c, each bootstrapped from the next; c runs `tools` on `engine`. Returns once a
+    and b know every tool, so a call from a reaches c in two hops."""
+    c = await start_node(stack, "c", tools, engine)
+    b = await start_node(stack, "b", bootstrap=c.addrs[:1])
+    a = await start_node(stack, "a", bootstrap=b.addrs[:1])
+    await wait_all_know([a, b], {tool["name"] for tool in tools})
+    return a, b, c

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -41,6 +41,22 @@ def node_config(
 
 def make_node(config: NodeConfig) -> Node:
     return Node(config, key_pair=create_new_key_pair())
+
+T = TypeVar("T")
+
+
+async def cancel_once_started(
+    call: Callable[[], Awaitable[object]], started: Callable[[], Awaitable[T]]
+) -> tuple[T, float]:
+    """Run `call` until `started()` returns (its work has begun), then cancel the call.
+    Returns what `started` returned and the trio time of the cancel."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            found = await started()
+            cancelled_at = trio.current_time()
+            scope.cancel()
+    return found, cancelled_at
 
 
 async def wait_until(cond: Callable[[], bool], signal: ChangeSignal, timeout: float = 10.0) -> None:

@@ -19,7 +19,7 @@ from protocols.call_events import ASK_METHODS, LOG_LEVELS, SAMPLING, AskRefused
 from protocols.call_messages import AskMethod, LogLevel
 from protocols.errors import PeerUnreachable
 from protocols.tool import TOOL_PROTOCOL
-from tests.call_doubles import CHATTY, ECHO, HANG, RecordingEvents, TalkingEngine, start_node
+from tests.call_doubles import CHATTY, ECHO, HANG, RecordingEvents, TalkingEngine, start_chain, start_node
 from tests.hardening.attacker import attacker
 from tests.helpers import make_node, node_config, wait_all_know, wait_until
 from tests.raw_peer import frame, open_stream, raw_host, read_json
@@ -53,10 +53,7 @@ async def test_progress_log_and_a_question_cross_one_hop_in_order() -> None:
 async def test_progress_log_and_a_question_cross_two_hops_in_order() -> None:
     engine = TalkingEngine()
     async with AsyncExitStack() as stack:
-        c = await start_node(stack, "c", [CHATTY], engine)
-        b = await start_node(stack, "b", bootstrap=c.addrs[:1])
-        a = await start_node(stack, "a", bootstrap=b.addrs[:1])
-        await wait_all_know([a, b], {"chatty"})
+        a, b, c = await start_chain(stack, [CHATTY], engine)
         events = RecordingEvents()
         # Sent to b, which forwards it to c: every interim frame crosses both hops.
         response = await a.router.request(b.peer_id, "chatty", {"steps": 30}, trio.current_time() + 20, events)
@@ -145,10 +142,7 @@ async def test_cancelling_the_caller_stops_the_engine_one_hop_away() -> None:
 async def test_cancelling_the_caller_stops_the_engine_two_hops_away() -> None:
     engine = TalkingEngine()
     async with AsyncExitStack() as stack:
-        c = await start_node(stack, "c", [HANG], engine)
-        b = await start_node(stack, "b", bootstrap=c.addrs[:1])
-        a = await start_node(stack, "a", bootstrap=b.addrs[:1])
-        await wait_all_know([a, b], {"hang"})
+        a, b, c = await start_chain(stack, [HANG], engine)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(a.router.request, b.peer_id, "hang", {}, trio.current_time() + 30)
             with trio.fail_after(10):

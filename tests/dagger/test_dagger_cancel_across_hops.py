@@ -20,7 +20,7 @@ from node.app import Node
 from node.tools.engines.dagger import DaggerEngine
 from tests.dagger.test_dagger_cancel import poll, standin_containers
 from tests.dagger_fixtures import IMAGE, DaggerBackend
-from tests.helpers import make_node, node_config, wait_all_know
+from tests.helpers import cancel_once_started, make_node, node_config, wait_all_know
 
 ROOT = Path(__file__).resolve().parents[2]
 GONE_WITHIN = 15.0  # a bound on the wait; scripts/bench reports the real cancel latency
@@ -49,11 +49,9 @@ async def test_an_sdk_client_cancel_stops_the_container_two_hops_away(
         pytest.skip("checks containers through the stand-in's private Docker daemon")
     before = await trio.to_thread.run_sync(standin_containers, dagger_backend)
     async with two_hops(dagger_backend, tmp_path) as a, mcp.Client(a.mcp_url, mode="legacy") as client:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client.call_tool, "long_build", {})
-                ours = await poll(dagger_backend, lambda ids: bool(ids - before), 60) - before
-                scope.cancel()
+        started, _ = await cancel_once_started(lambda: client.call_tool("long_build", {}),
+                                               lambda: poll(dagger_backend, lambda ids: bool(ids - before), 60))
+        ours = started - before
         await poll(dagger_backend, lambda ids: not (ids & ours), GONE_WITHIN)
 
 

@@ -22,7 +22,7 @@ import mcp_types
 import trio
 
 from node.app import Node
-from tests.helpers import make_node, node_config, wait_until
+from tests.helpers import cancel_once_started, make_node, node_config, wait_until
 from tests.mcp_interop.servers import RunningServer, everything, python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,17 +182,10 @@ async def test_an_upstreams_log_messages_reach_the_client_two_hops_away(tmp_path
 
 async def test_a_client_cancel_stops_a_process_and_an_upstream_call_two_hops_away(tmp_path: Path) -> None:
     async with hops(tmp_path) as h, mcp.Client(h.url, mode="legacy") as client:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client.call_tool, "sleeper", {})
-                pid = int(await wait_for_file(h.folder / "sleeper.pid"))
-                scope.cancel()
-        await wait_gone(pid)
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client.call_tool, "hang", {})
-                await wait_for_file(h.folder / "hang.log")
-                scope.cancel()
+        pid, _ = await cancel_once_started(lambda: client.call_tool("sleeper", {}),
+                                           lambda: wait_for_file(h.folder / "sleeper.pid"))
+        await wait_gone(int(pid))
+        await cancel_once_started(lambda: client.call_tool("hang", {}), lambda: wait_for_file(h.folder / "hang.log"))
         with trio.fail_after(GONE_WITHIN):
             while "cancelled" not in (h.folder / "hang.log").read_text():
                 await trio.sleep(0.02)
