@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,14 +32,13 @@ import httpx2
 import mcp
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from libp2p.abc import INetStream
 
 from node.app import Node
 from node.mesh.host import parse_peer_addr
 from protocols.card import CARD_PROTOCOL
 from protocols.messages import now_ms
+from tests.endpoint_app import serving_app
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, start_mesh, wait_all_know, wait_until
 from tests.raw_peer import call_tool, frame, raw_host, read_line
 
@@ -79,30 +78,8 @@ async def get(url: str, method: str = "GET", **headers: str) -> httpx2.Response:
 # ----- headers and the access rule (no browser needed) --------------------------------
 
 
-@asynccontextmanager
-async def serving_app(**mcp_section: Any) -> AsyncIterator[str]:
-    """A running node whose endpoint app is built for `mcp_section` and served on 127.0.0.1
-    (an off-loopback config is served here too: a remote client is simulated by its Host)."""
-    node = make_node(node_config("node-page", [py_tool("echo", "echo", ECHO_PARAMS)],
-                                 mcp={**mcp_section, "enabled": False}))
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 1.0
-
-    async def serve(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
-
-    async with node.running(), trio.open_nursery() as nursery:
-        app = node.mcp_endpoint.http_app()
-        binds = await nursery.start(serve)
-        assert binds[0].startswith("http://127.0.0.1:")
-        yield binds[0]
-        nursery.cancel_scope.cancel()
-
-
 async def test_the_page_is_sent_with_a_strict_policy_and_nosniff() -> None:
-    async with serving_app() as base:
+    async with serving_app("node-page") as (_, base):
         page = await get(base + "/")
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
@@ -131,7 +108,7 @@ async def test_the_page_is_sent_with_a_strict_policy_and_nosniff() -> None:
 
 
 async def test_off_loopback_the_page_needs_the_bearer_token() -> None:
-    async with serving_app(host="0.0.0.0", token=TOKEN) as base:
+    async with serving_app("node-page", host="0.0.0.0", token=TOKEN) as (_, base):
         for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
             refused = await get(base + "/", Host=REMOTE_HOST, **auth)
             assert refused.status_code == 401, (auth, refused.status_code)

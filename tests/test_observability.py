@@ -11,8 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx2
@@ -20,8 +19,6 @@ import mcp
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from mcp.shared.exceptions import MCPError
@@ -33,6 +30,7 @@ from node.mesh.stats import OTHER, REASONS, MeshStats, ToolLabels
 from node.runtime.signals import ChangeSignal
 from protocols.errors import Busy
 from protocols.tool import TOOL_PROTOCOL
+from tests.endpoint_app import serving_app
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, start_mesh, wait_all_know, wait_until
 from tests.raw_peer import call_tool, frame, open_stream, raw_host, read_json
 
@@ -219,30 +217,8 @@ async def test_metrics_status_health_and_call_log_after_real_calls_across_three_
     assert not any(CANARY in r.getMessage() for r in caplog.records)
 
 
-@asynccontextmanager
-async def serving_app(node_name: str = "node-obs", **mcp_section: Any) -> AsyncIterator[tuple[Node, str]]:
-    """A running node whose endpoint app is built for `mcp_section` and served on 127.0.0.1
-    (an off-loopback config is served here too: a remote client is simulated by its Host)."""
-    node = make_node(node_config(node_name, [py_tool("echo", "echo", ECHO_PARAMS)],
-                                 mcp={**mcp_section, "enabled": False}))
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 1.0
-
-    async def serve(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
-
-    async with node.running(), trio.open_nursery() as nursery:
-        app = node.mcp_endpoint.http_app()
-        binds = await nursery.start(serve)
-        assert binds[0].startswith("http://127.0.0.1:")
-        yield node, binds[0]
-        nursery.cancel_scope.cancel()
-
-
 async def test_off_loopback_every_new_endpoint_needs_the_bearer_token() -> None:
-    async with serving_app(host="0.0.0.0", token=TOKEN) as (node, base):
+    async with serving_app("node-obs", host="0.0.0.0", token=TOKEN) as (node, base):
         for path in PATHS:
             for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
                 refused = await get(base + path, Host=REMOTE_HOST, **auth)
@@ -267,7 +243,7 @@ async def test_off_loopback_every_new_endpoint_needs_the_bearer_token() -> None:
 
 
 async def test_on_loopback_the_new_endpoints_keep_the_host_and_origin_rule() -> None:
-    async with serving_app(host="127.0.0.1") as (node, base):
+    async with serving_app("node-obs", host="127.0.0.1") as (node, base):
         port = base.rsplit(":", 1)[1]
         for path in PATHS:
             assert (await get(base + path, Host="evil.example:80")).status_code == 421, path

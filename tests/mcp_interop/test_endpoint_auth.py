@@ -14,12 +14,9 @@ from typing import Any
 
 import httpx2
 import mcp
-import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool
+from tests.endpoint_app import serving_app
 
 TOKEN = "tok-off-loopback-7f3a"
 REMOTE_HOST = "203.0.113.5:8090"
@@ -31,23 +28,9 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 
 @asynccontextmanager
 async def serving(**mcp_section: Any) -> AsyncIterator[str]:
-    """A running node whose endpoint app is built for `mcp_section` and served on 127.0.0.1."""
-    node = make_node(node_config("node-auth", [py_tool("echo", "echo", ECHO_PARAMS)],
-                                 mcp={**mcp_section, "enabled": False}))
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 1.0
-
-    async def serve(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
-
-    async with node.running(), trio.open_nursery() as nursery:
-        app = node.mcp_endpoint.http_app()
-        binds = await nursery.start(serve)
-        assert binds[0].startswith("http://127.0.0.1:")
-        yield binds[0] + "/mcp"
-        nursery.cancel_scope.cancel()
+    """The endpoint's URL (`.../mcp`) of a node served for `mcp_section` (tests/endpoint_app.py)."""
+    async with serving_app("node-auth", **mcp_section) as (_, base):
+        yield base + "/mcp"
 
 
 async def initialize(url: str, **headers: str) -> httpx2.Response:
