@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -44,6 +47,20 @@ async def cli_json(*args: str) -> Any:
     return json.loads(out.stdout)
 
 
+@asynccontextmanager
+async def two_node_processes(tmp_path: Path) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """`praxis-node run` processes A (echo) and B (add, MCP endpoint on, bootstrapped from A),
+    yielded once B's endpoint lists both tools (polled through the CLI: another process's state)."""
+    a_cfg = write_config(tmp_path / "a", "node-a", [ECHO], [])
+    async with node_process(a_cfg) as (_, a):
+        b_cfg = write_config(tmp_path / "b", "node-b", [ADD], a["addrs"][:1], **MCP_ON)
+        async with node_process(b_cfg) as (_, b):
+            with trio.fail_after(20):
+                while {t["name"] for t in await cli_json("tools", "--node", b["mcpUrl"])} != {"echo", "add"}:
+                    await trio.sleep(0.1)
+            yield a, b
+
+
 async def until_equal(first: tuple[str, ...], second: tuple[str, ...], timeout: float = 20) -> Any:
     """Poll both commands until they print the same JSON (cards and departures travel
     asynchronously: a --peer client that just left may still be listed for a moment)."""
@@ -64,75 +81,62 @@ def one_line_error(out: subprocess.CompletedProcess[bytes]) -> str:
 
 
 async def test_tools_and_peers_print_one_json_shape_through_peer_and_node(tmp_path):
-    a_cfg = write_config(tmp_path / "a", "node-a", [ECHO], [])
-    async with node_process(a_cfg) as (_, a):
-        b_cfg = write_config(tmp_path / "b", "node-b", [ADD], a["addrs"][:1], **MCP_ON)
-        async with node_process(b_cfg) as (_, b):
-            with trio.fail_after(20):
-                while {t["name"] for t in await cli_json("tools", "--node", b["mcpUrl"])} != {"echo", "add"}:
-                    await trio.sleep(0.1)
+    async with two_node_processes(tmp_path) as (a, b):
+        tools = await until_equal(("tools", "--peer", b["addrs"][0]), ("tools", "--node", b["mcpUrl"]))
+        assert tools == [
+            {"name": "add", "meshName": "add", "provider": "node-b", "peerId": b["peerId"],
+             "description": "Add two numbers",
+             "parameters": [{"name": "a", "type": "number", "required": True, "description": ""},
+                            {"name": "b", "type": "number", "required": True, "description": ""}]},
+            {"name": "echo", "meshName": "echo", "provider": "node-a", "peerId": a["peerId"],
+             "description": "Echo a text",
+             "parameters": [{"name": "text", "type": "string", "required": True,
+                             "description": "what to echo"}]},
+        ]
+        # The mesh is the same whichever node is asked.
+        assert await cli_json("tools", "--peer", a["addrs"][0]) == tools
 
-            tools = await until_equal(("tools", "--peer", b["addrs"][0]), ("tools", "--node", b["mcpUrl"]))
-            assert tools == [
-                {"name": "add", "meshName": "add", "provider": "node-b", "peerId": b["peerId"],
-                 "description": "Add two numbers",
-                 "parameters": [{"name": "a", "type": "number", "required": True, "description": ""},
-                                {"name": "b", "type": "number", "required": True, "description": ""}]},
-                {"name": "echo", "meshName": "echo", "provider": "node-a", "peerId": a["peerId"],
-                 "description": "Echo a text",
-                 "parameters": [{"name": "text", "type": "string", "required": True,
-                                 "description": "what to echo"}]},
-            ]
-            # The mesh is the same whichever node is asked.
-            assert await cli_json("tools", "--peer", a["addrs"][0]) == tools
+        peers = await until_equal(("peers", "--peer", b["addrs"][0]), ("peers", "--node", b["mcpUrl"]))
+        assert peers == [
+            {"name": "node-b", "peerId": b["peerId"], "addrs": b["addrs"], "tools": ["add"], "self": True},
+            {"name": "node-a", "peerId": a["peerId"], "addrs": a["addrs"], "tools": ["echo"], "self": False},
+        ]
 
-            peers = await until_equal(("peers", "--peer", b["addrs"][0]), ("peers", "--node", b["mcpUrl"]))
-            assert peers == [
-                {"name": "node-b", "peerId": b["peerId"], "addrs": b["addrs"], "tools": ["add"], "self": True},
-                {"name": "node-a", "peerId": a["peerId"], "addrs": a["addrs"], "tools": ["echo"], "self": False},
-            ]
-
-            # The tables: one layout both ways, the asked node marked.
-            for where in (("--peer", b["addrs"][0]), ("--node", b["mcpUrl"])):
-                out = await cli("tools", *where)
-                assert out.returncode == 0, out.stderr.decode()[-3000:]
-                lines = out.stdout.decode().splitlines()
-                assert lines[0].split() == ["tool", "node", "peer", "ID", "description"]
-                assert lines[2].split()[:3] == ["add", "node-b", b["peerId"]]
-                out = await cli("peers", *where)
-                assert out.stdout.decode().splitlines()[2].startswith("node-b (this node)")
+        # The tables: one layout both ways, the asked node marked.
+        for where in (("--peer", b["addrs"][0]), ("--node", b["mcpUrl"])):
+            out = await cli("tools", *where)
+            assert out.returncode == 0, out.stderr.decode()[-3000:]
+            lines = out.stdout.decode().splitlines()
+            assert lines[0].split() == ["tool", "node", "peer", "ID", "description"]
+            assert lines[2].split()[:3] == ["add", "node-b", b["peerId"]]
+            out = await cli("peers", *where)
+            assert out.stdout.decode().splitlines()[2].startswith("node-b (this node)")
 
 
 async def test_call_gives_one_result_shape_through_peer_and_node(tmp_path):
-    a_cfg = write_config(tmp_path / "a", "node-a", [ECHO], [])
-    async with node_process(a_cfg) as (_, a):
-        b_cfg = write_config(tmp_path / "b", "node-b", [ADD], a["addrs"][:1], **MCP_ON)
-        async with node_process(b_cfg) as (_, b):
-            with trio.fail_after(20):
-                while {t["name"] for t in await cli_json("tools", "--node", b["mcpUrl"])} != {"echo", "add"}:
-                    await trio.sleep(0.1)
-            ways = {"--peer": b["addrs"][0], "--node": b["mcpUrl"]}
-            for flag, where in ways.items():
-                # Typed by the tool's schema: numbers for add, text kept as text for echo (on A).
-                out = await cli("call", flag, where, "add", "a=2", "b=40", "--json")
-                assert out.returncode == 0, (flag, out.stderr.decode())
-                assert json.loads(out.stdout) == {"content": [{"type": "text", "text": '{"sum": 42}'}],
-                                                  "isError": False, "structuredContent": {"sum": 42}}, flag
-                out = await cli("call", flag, where, "echo", "text=42")
-                assert (out.returncode, out.stdout) == (0, b"42\n"), (flag, out.stderr.decode())
+    async with two_node_processes(tmp_path) as (a, b):
+        ways = {"--peer": b["addrs"][0], "--node": b["mcpUrl"]}
+        for flag, where in ways.items():
+            # Typed by the tool's schema: numbers for add, text kept as text for echo (on A).
+            out = await cli("call", flag, where, "add", "a=2", "b=40", "--json")
+            assert out.returncode == 0, (flag, out.stderr.decode())
+            assert json.loads(out.stdout) == {"content": [{"type": "text", "text": '{"sum": 42}'}],
+                                              "isError": False, "structuredContent": {"sum": 42}}, flag
+            out = await cli("call", flag, where, "echo", "text=42")
+            assert (out.returncode, out.stdout) == (0, b"42\n"), (flag, out.stderr.decode())
 
-                # Refusals: exit 1, one line on stderr, an isError result with --json.
-                out = await cli("call", flag, where, "nosuch", "x=1")
-                assert out.returncode == 1 and "nosuch" in one_line_error(out), flag
-                out = await cli("call", flag, where, "echo")
-                assert out.returncode == 1 and "text" in one_line_error(out), flag
-                out = await cli("call", flag, where, "echo", "--json")
-                listed = json.loads(out.stdout)
-                assert out.returncode == 1 and listed["isError"] is True and set(listed) == {"content", "isError"}
+            # Refusals: exit 1, one line on stderr, an isError result with --json.
+            out = await cli("call", flag, where, "nosuch", "x=1")
+            assert out.returncode == 1 and "nosuch" in one_line_error(out), flag
+            out = await cli("call", flag, where, "echo")
+            assert out.returncode == 1 and "text" in one_line_error(out), flag
+            out = await cli("call", flag, where, "echo", "--json")
+            listed = json.loads(out.stdout)
+            assert out.returncode == 1 and listed["isError"] is True and set(listed) == {"content", "isError"}
 
-                # A malformed argument is refused before anything is dialled.
-                out = await cli("call", flag, where, "echo", "oops")
-                assert out.returncode == 2 and "is not key=value" in one_line_error(out)
+            # A malformed argument is refused before anything is dialled.
+            out = await cli("call", flag, where, "echo", "oops")
+            assert out.returncode == 2 and "is not key=value" in one_line_error(out)
     for flag, dead in (("--peer", DEAD_PEER), ("--node", "http://127.0.0.1:1/mcp")):
         out = await cli("call", flag, dead, "echo", "oops", "--timeout", "20")
         assert out.returncode == 2 and "is not key=value" in one_line_error(out), flag

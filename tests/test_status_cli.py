@@ -14,8 +14,8 @@ import urllib.request
 import trio
 
 from node.cli.remote import SOURCE_CARD, SOURCE_ENDPOINT, STATUS_FORMAT
-from tests.processes import CLI, ROOT, node_process, write_config
-from tests.test_remote import ADD, ECHO, MCP_ON, cli, cli_json
+from tests.processes import CLI, ROOT
+from tests.test_remote import cli, cli_json, two_node_processes
 
 
 def test_the_cli_knows_the_status_format_the_node_serves():
@@ -25,57 +25,51 @@ def test_the_cli_knows_the_status_format_the_node_serves():
 
 
 async def test_status_and_describe_through_node_and_peer(tmp_path):
-    a_cfg = write_config(tmp_path / "a", "node-a", [ECHO], [])
-    async with node_process(a_cfg) as (_, a):
-        b_cfg = write_config(tmp_path / "b", "node-b", [ADD], a["addrs"][:1], **MCP_ON)
-        async with node_process(b_cfg) as (_, b):
-            with trio.fail_after(20):
-                while {t["name"] for t in await cli_json("tools", "--node", b["mcpUrl"])} != {"echo", "add"}:
-                    await trio.sleep(0.1)
-            out = await cli("call", "--node", b["mcpUrl"], "echo", "text=hi")
-            assert out.returncode == 0, out.stderr.decode()
+    async with two_node_processes(tmp_path) as (a, b):
+        out = await cli("call", "--node", b["mcpUrl"], "echo", "text=hi")
+        assert out.returncode == 0, out.stderr.decode()
 
-            status = await cli_json("status", "--node", b["mcpUrl"])
-            assert status["format"] == STATUS_FORMAT and status["source"] == SOURCE_ENDPOINT
-            assert status["node"]["name"] == "node-b" and status["node"]["peerId"] == b["peerId"]
-            assert status["node"]["uptimeSeconds"] > 0
-            peer = next(p for p in status["peers"] if p["peerId"] == a["peerId"])
-            assert peer["name"] == "node-a" and peer["direction"] == "outbound"
-            assert peer["calls"]["sent"] == 1 and peer["latencyMs"] is not None
-            echo = next(t for t in status["tools"] if t["name"] == "echo")
-            assert echo["calls"] == 1 and echo["recent"]["calls"] == 1 and echo["recent"]["p50Ms"] is not None
-            assert echo["providers"] == [{"kind": "peer", "name": "node-a", "peerId": a["peerId"]}]
+        status = await cli_json("status", "--node", b["mcpUrl"])
+        assert status["format"] == STATUS_FORMAT and status["source"] == SOURCE_ENDPOINT
+        assert status["node"]["name"] == "node-b" and status["node"]["peerId"] == b["peerId"]
+        assert status["node"]["uptimeSeconds"] > 0
+        peer = next(p for p in status["peers"] if p["peerId"] == a["peerId"])
+        assert peer["name"] == "node-a" and peer["direction"] == "outbound"
+        assert peer["calls"]["sent"] == 1 and peer["latencyMs"] is not None
+        echo = next(t for t in status["tools"] if t["name"] == "echo")
+        assert echo["calls"] == 1 and echo["recent"]["calls"] == 1 and echo["recent"]["p50Ms"] is not None
+        assert echo["providers"] == [{"kind": "peer", "name": "node-a", "peerId": a["peerId"]}]
 
-            card = await cli_json("status", "--peer", b["addrs"][0])
-            # One shape: the same keys at every level, nulls for what only the node knows.
-            assert card.keys() == status.keys() and card["node"].keys() == status["node"].keys()
-            assert card["source"] == SOURCE_CARD and card["node"]["uptimeSeconds"] is None
-            assert card["node"]["name"] == "node-b" and card["node"]["addrs"] == b["addrs"]
-            assert [p["peerId"] for p in card["peers"]] == [a["peerId"]]
-            assert card["peers"][0].keys() == peer.keys() and card["peers"][0]["latencyMs"] is None
-            assert [t["name"] for t in card["tools"]] == ["add", "echo"]
-            card_echo = next(t for t in card["tools"] if t["name"] == "echo")
-            assert card_echo.keys() == echo.keys() and card_echo["calls"] is None
-            assert card_echo["providers"] == echo["providers"] and card_echo["parameters"] == echo["parameters"]
+        card = await cli_json("status", "--peer", b["addrs"][0])
+        # One shape: the same keys at every level, nulls for what only the node knows.
+        assert card.keys() == status.keys() and card["node"].keys() == status["node"].keys()
+        assert card["source"] == SOURCE_CARD and card["node"]["uptimeSeconds"] is None
+        assert card["node"]["name"] == "node-b" and card["node"]["addrs"] == b["addrs"]
+        assert [p["peerId"] for p in card["peers"]] == [a["peerId"]]
+        assert card["peers"][0].keys() == peer.keys() and card["peers"][0]["latencyMs"] is None
+        assert [t["name"] for t in card["tools"]] == ["add", "echo"]
+        card_echo = next(t for t in card["tools"] if t["name"] == "echo")
+        assert card_echo.keys() == echo.keys() and card_echo["calls"] is None
+        assert card_echo["providers"] == echo["providers"] and card_echo["parameters"] == echo["parameters"]
 
-            for where, source in ((("--node", b["mcpUrl"]), SOURCE_ENDPOINT), (("--peer", b["addrs"][0]), SOURCE_CARD)):
-                out = await cli("status", *where)
-                assert out.returncode == 0, out.stderr.decode()[-2000:]
-                text = out.stdout.decode()
-                assert f"node     node-b  {b['peerId']}" in text and f"source   {source}" in text
-                assert re.search(r"^node-a +" + a["peerId"], text, re.M), text
-                assert re.search(r"^echo +node-a ", text, re.M), text
+        for where, source in ((("--node", b["mcpUrl"]), SOURCE_ENDPOINT), (("--peer", b["addrs"][0]), SOURCE_CARD)):
+            out = await cli("status", *where)
+            assert out.returncode == 0, out.stderr.decode()[-2000:]
+            text = out.stdout.decode()
+            assert f"node     node-b  {b['peerId']}" in text and f"source   {source}" in text
+            assert re.search(r"^node-a +" + a["peerId"], text, re.M), text
+            assert re.search(r"^echo +node-a ", text, re.M), text
 
-                described = await cli_json("tools", *where, "--describe", "echo")
-                assert described == {
-                    "name": "echo", "description": "Echo a text",
-                    "parameters": [{"name": "text", "type": "string", "required": True,
-                                    "description": "what to echo"}],
-                    "providers": [{"name": "node-a", "peerId": a["peerId"], "callAs": "echo"}]}
-                out = await cli("tools", *where, "--describe", "echo")
-                assert re.search(r"^text +string +yes +what to echo$", out.stdout.decode(), re.M), out.stdout.decode()
-                out = await cli("tools", *where, "--describe", "ehco")
-                assert out.returncode == 1 and "did you mean 'echo'" in out.stderr.decode(), out.stderr.decode()
+            described = await cli_json("tools", *where, "--describe", "echo")
+            assert described == {
+                "name": "echo", "description": "Echo a text",
+                "parameters": [{"name": "text", "type": "string", "required": True,
+                                "description": "what to echo"}],
+                "providers": [{"name": "node-a", "peerId": a["peerId"], "callAs": "echo"}]}
+            out = await cli("tools", *where, "--describe", "echo")
+            assert re.search(r"^text +string +yes +what to echo$", out.stdout.decode(), re.M), out.stdout.decode()
+            out = await cli("tools", *where, "--describe", "ehco")
+            assert out.returncode == 1 and "did you mean 'echo'" in out.stderr.decode(), out.stderr.decode()
 
 
 async def test_demo_keep_serves_the_page_until_interrupted(tmp_path):
