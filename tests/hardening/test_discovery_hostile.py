@@ -1,8 +1,8 @@
 """Hostile input to the DHT and GossipSub handlers (issue 13): the node keeps serving.
 
-A raw libp2p peer with its own py-libp2p Pubsub (its own 10-a-second publish limit lifted) publishes oversized, malformed, forged and
-flooding announcements on `/praxis/cards/1.0.0`; another speaks `/ipfs/kad/1.0.0` with an
-oversized length prefix, garbage, values for the praxis namespace and a flood of provider
+A raw libp2p peer with its own py-libp2p Pubsub (its 10-a-second publish limit lifted) publishes
+oversized, malformed, forged and flooding announcements on `/praxis/cards/1.0.0`; another speaks
+`/ipfs/kad/1.0.0` with an oversized length prefix, garbage, values for the praxis namespace and a flood of provider
 records. After each, a good peer's call is answered. The provider-record lifetime patch has a
 canary that fails without it.
 """
