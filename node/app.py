@@ -263,7 +263,7 @@ class Node:
         self.connections.bump()
         self.stats.peer_connected(peer_id)
         self.directory.record_connected(peer_id)
-        self.cards.request_exchange(peer_id)
+        self.cards.request_exchange(peer_id, unless_announced=True)
         if self.dht is not None and self._nursery is not None:
             start_isolated(self._nursery, f"routing table: {peer_id}", self.dht.add_peer, peer_id)
 
