@@ -14,10 +14,14 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetStream, ISubscriptionAPI
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.stream.exceptions import StreamError
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer.exceptions import MuxedStreamError
+from libp2p.tools.anyio_service import background_trio_service
 
 from node.config import LimitsSection, P2PSection
 from node.mesh.host import build_host, parse_peer_addr
@@ -34,6 +38,23 @@ async def raw_host() -> AsyncIterator[IHost]:
             for peer in list(host.get_network().connections):
                 with trio.move_on_after(2):
                     await host.disconnect(peer)
+
+
+@asynccontextmanager
+async def raw_pubsub(host: IHost, victim: IHost, topic: str) -> AsyncIterator[tuple[Pubsub, ISubscriptionAPI]]:
+    """py-libp2p's own GossipSub on `host`, connected to `victim`, and its subscription to `topic`; it
+    signs what it publishes with `host`'s key. Its 10-a-second limit on its own messages is lifted."""
+    router = GossipSub([PROTOCOL_ID_V11], 6, 4, 12, heartbeat_interval=1, max_messages_per_topic_per_second=1e6)
+    pubsub = Pubsub(host, router)
+    async with background_trio_service(pubsub), background_trio_service(router):
+        await pubsub.wait_until_ready()
+        subscription = await pubsub.subscribe(topic)
+        with trio.fail_after(10):
+            await host.connect(PeerInfo(victim.get_id(), victim.get_addrs()))
+            await pubsub.wait_for_peer(victim.get_id())
+            while victim.get_id() not in pubsub.peer_topics.get(topic, set()):
+                await trio.sleep(0.05)  # pubsub has no event for a peer's subscription; bounded above
+        yield pubsub, subscription
 
 
 async def open_stream(host: IHost, addr: str, protocol: str) -> INetStream:

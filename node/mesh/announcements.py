@@ -1,11 +1,17 @@
 """Card announcements over GossipSub (py-libp2p's `libp2p.pubsub`), topic `/praxis/cards/1.0.0`.
 
-A node publishes its own card when it starts, whenever its tools change, every
-`p2p.announce_seconds`, and (`leaving`) when it stops. GossipSub signs each message with the
-publisher's key and checks that signature on every hop (`strict_signing`); this module refuses
-a card that names anyone but the signer, so an announcement is as much proof as a card
-exchanged over a Noise connection. A card learnt this way is kept `p2p.announce_ttl_seconds`
-after its last announcement (`PeerDirectory.update(..., announced_until=...)`).
+A node publishes its own card when it starts, whenever its tools change, periodically, and
+(`leaving`) when it stops. The period is `p2p.announce_seconds`, or `SECONDS_PER_PEER` per peer
+this node knows when that is longer: every node receives every announcement, so a fixed period
+made each node's idle work grow with the mesh (40 nodes every 15 s: ~3 messages a second, each
+received from several mesh peers); so the mesh as a whole sends about one a second. Each
+announcement carries its lease (`ttl`), scaled with the period from `p2p.announce_ttl_seconds`.
+
+GossipSub signs each message with the publisher's key and checks that signature on every hop
+(`strict_signing`); this module refuses a card that names anyone but the signer, so an
+announcement is as much proof as a card exchanged over a Noise connection. A card learnt this
+way is kept for its announcement's `ttl` after the last one (`PeerDirectory.update(...,
+announced_until=...)`).
 
 A change therefore reaches the whole mesh through GossipSub's mesh of a few peers each
 (degree 6), never by a push to every peer. Bounds, enforced in the topic validator before a
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -59,6 +66,7 @@ SEEN_SIGNERS = 4096  # last-message cache entries kept at most
 # relays everyone's announcements, so with 30 nodes starting together half the cards were lost.
 # Raised here; what bounds a publisher is the per-signer limit in the topic validator.
 RELAYED_PER_SECOND = 200.0
+SECONDS_PER_PEER = 1.0  # the announcement period grows this much per known peer (see above)
 
 
 class Announcements:
@@ -85,7 +93,7 @@ class Announcements:
         self.rate = RateWindow(per_minute)
         self.refused = 0  # announcements dropped by the validator (for tests and /metrics)
         self.dropped = ChangeSignal()  # bumped with `refused`
-        self._last: dict[str, bytes] = {}  # signer -> its last accepted message data
+        self._last: dict[str, tuple[bytes, float]] = {}  # signer -> its last accepted message, lease
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
         self._seq = 0
         degree, low, high = gossip_degrees(max_peers)
@@ -127,18 +135,27 @@ class Announcements:
         """Publish this node's card; False when it is too big to announce (peers fetch it instead)."""
         self._seq += 1
         try:
-            data = encode_announcement(self.card(), leaving=leaving, seq=self._seq)
+            data = encode_announcement(self.card(), leaving=leaving, seq=self._seq, ttl=self.lease())
         except TooLarge as exc:
             log.info("card not announced over GossipSub: %s", exc.message)
             return False
         await self.pubsub.publish(CARDS_TOPIC, data)
         return True
 
+    def period(self) -> float:
+        """Seconds between this node's announcements: the configured period, longer in a big mesh."""
+        return max(self.every, SECONDS_PER_PEER * len(self.directory.peers()))
+
+    def lease(self) -> float:
+        """How long receivers keep this node's card after an announcement: `p2p.announce_ttl_seconds`
+        for the configured period, scaled with the period."""
+        return self.ttl * self.period() / self.every
+
     async def _announce(self) -> None:
         seen = self.own_card_changed.version
-        for delay in itertools.chain(EARLY_REPEATS, itertools.repeat(self.every)):  # for the node's life
+        for delay in itertools.chain(EARLY_REPEATS, itertools.repeat(math.inf)):  # for the node's life
             await self.publish_now()
-            with trio.move_on_after(min(delay, self.every)):  # the period, or sooner on a change
+            with trio.move_on_after(min(delay, self.period())):  # the period, or sooner on a change
                 seen = await self.own_card_changed.wait_past(seen)
 
     async def leave(self) -> None:
@@ -172,7 +189,7 @@ class Announcements:
             return True
         if not self.rate.try_take(signer):
             return self._refuse("over the rate limit")
-        if self._last.get(signer) != msg.data:  # else the same card again: already checked
+        if self._last.get(signer, (b"", 0.0))[0] != msg.data:  # else the same card again: already checked
             try:
                 decode_announcement(msg.data, signer)
             except PraxisError:
@@ -198,14 +215,16 @@ class Announcements:
             self._apply(signer, msg.data)
 
     def _apply(self, signer: str, data: bytes) -> None:
-        until = trio.current_time() + self.ttl
-        same = self._last.get(signer) == data
-        if same and self.directory.renew(signer, until):
+        now = trio.current_time()
+        last, lease = self._last.get(signer, (b"", 0.0))
+        if last == data and self.directory.renew(signer, now + lease):
             return  # the same card again: only its lease grows
         try:
             announcement = decode_announcement(data, signer)
         except PraxisError:
             return  # the validator let it through only if valid; a race with a changed limit
+        lease = announcement.ttl or self.ttl
+        until = now + lease
         if announcement.leaving:
             self._last.pop(signer, None)
             if self.directory.remove(signer):
@@ -213,8 +232,8 @@ class Announcements:
             return
         if len(self._last) >= SEEN_SIGNERS and signer not in self._last:
             self._last.clear()
-        self._last[signer] = data
-        remember_card_addrs(self.host, announcement.card, self.ttl)
+        self._last[signer] = (data, lease)
+        remember_card_addrs(self.host, announcement.card, lease)
         forget_failed_dial(self.host, ID.from_base58(signer))  # seen alive: may be dialled again
         if self.directory.update(announcement.card, announced_until=until):
             card = announcement.card

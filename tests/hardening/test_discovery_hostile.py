@@ -17,15 +17,12 @@ import varint
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
-from libp2p.pubsub.pubsub import Pubsub
-from libp2p.tools.anyio_service import background_trio_service
 
 from node.mesh.tool_dht import tool_key
 from protocols.announce import CARDS_TOPIC, MAX_ANNOUNCEMENT_BYTES
 from protocols.tool import TOOL_PROTOCOL
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_until
-from tests.raw_peer import frame, open_stream, raw_host, read_json
+from tests.raw_peer import frame, open_stream, raw_host, raw_pubsub, read_json
 
 FLOOD = 30
 
@@ -46,17 +43,7 @@ async def test_hostile_announcements_are_dropped_and_the_node_keeps_serving(figu
                                    limits={"max_card_pushes_per_minute": 12}))
     async with victim.running(), raw_host() as evil:
         assert victim.announcements is not None
-        # py-libp2p's router drops a publisher's own messages past 10 a second; the attacker lifts that.
-        router = GossipSub([PROTOCOL_ID_V11], 6, 4, 12, heartbeat_interval=1, max_messages_per_topic_per_second=1e6)
-        pubsub = Pubsub(evil, router)  # py-libp2p's own pubsub: it signs with the attacker's key
-        async with background_trio_service(pubsub), background_trio_service(router):
-            await pubsub.wait_until_ready()
-            await pubsub.subscribe(CARDS_TOPIC)
-            with trio.fail_after(10):
-                await evil.connect(PeerInfo(victim.host.get_id(), victim.host.get_addrs()))
-                await pubsub.wait_for_peer(victim.host.get_id())
-                while victim.host.get_id() not in pubsub.peer_topics.get(CARDS_TOPIC, set()):
-                    await trio.sleep(0.05)  # pubsub has no event for a peer's subscription; bounded above
+        async with raw_pubsub(evil, victim.host, CARDS_TOPIC) as (pubsub, _):
             evil_id = evil.get_id().to_string()
             announcements = victim.announcements
             started = time.monotonic()

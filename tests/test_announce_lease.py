@@ -1,0 +1,84 @@
+"""An announcement's lease (issue 13): the publisher says how long its card is kept (`ttl`), and
+its period grows with the mesh so that the whole mesh sends about one announcement a second.
+
+A raw py-libp2p GossipSub peer publishes to, and listens to, a real node over 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from protocols.announce import CARDS_TOPIC, MAX_TTL_SECONDS, decode_announcement, encode_announcement
+from protocols.errors import PraxisError
+from protocols.messages import Card
+from tests.helpers import make_node, node_config, wait_until
+from tests.raw_peer import raw_host, raw_pubsub
+
+
+def card(peer_id: str, name: str = "short") -> dict:
+    return {"name": name, "peerId": peer_id, "tools": [{"name": f"{name}_tool"}]}
+
+
+def new_peer_id() -> str:
+    return ID.from_pubkey(create_new_key_pair().public_key).to_string()
+
+
+async def test_a_card_is_kept_for_its_announcements_ttl_and_a_ttl_out_of_range_is_refused():
+    node = make_node(node_config("n", p2p={"announce_ttl_seconds": 600}))
+    async with node.running(), raw_host() as peer:
+        announcements = node.announcements
+        assert announcements is not None
+        peer_id = peer.get_id().to_string()
+        async with raw_pubsub(peer, node.host, CARDS_TOPIC) as (pubsub, _):
+            await pubsub.publish(CARDS_TOPIC, json.dumps({"card": card(peer_id), "seq": 1, "ttl": 2}).encode())
+            await wait_until(lambda: node.directory.get(peer_id) is not None, node.directory.changed, timeout=10)
+            entry = node.directory.get(peer_id)
+            assert entry is not None and entry.announced_until - trio.current_time() <= 2
+            await peer.disconnect(node.host.get_id())  # no connection holds the card now: only its lease
+            # Dropped after its own 2 s, long before the node's 600 s.
+            await wait_until(lambda: node.directory.get(peer_id) is None, node.directory.changed, timeout=15)
+        async with raw_host() as other, raw_pubsub(other, node.host, CARDS_TOPIC) as (pubsub, _):
+            other_id = other.get_id().to_string()
+            refused = announcements.refused
+            forever = {"card": card(other_id, "forever"), "seq": 1, "ttl": MAX_TTL_SECONDS * 10}
+            await pubsub.publish(CARDS_TOPIC, json.dumps(forever).encode())
+            await wait_until(lambda: announcements.refused > refused, announcements.dropped, timeout=10)
+            assert node.directory.get(other_id) is None
+
+
+async def test_the_announcement_period_and_lease_grow_with_the_peers_known():
+    node = make_node(node_config("n", p2p={"announce_seconds": 2, "announce_ttl_seconds": 10}))
+    async with node.running(), raw_host() as peer:
+        announcements = node.announcements
+        assert announcements is not None
+        assert (announcements.period(), announcements.lease()) == (2, 10)
+        until = trio.current_time() + 60
+        for i in range(5):
+            node.directory.update(Card.model_validate(card(new_peer_id(), f"p{i}")), announced_until=until)
+        assert (announcements.period(), announcements.lease()) == (5, 25)
+        leases = []
+        async with raw_pubsub(peer, node.host, CARDS_TOPIC) as (_, subscription):
+            with trio.move_on_after(15):  # the node's next announcements (early repeats, then every 5 s)
+                while 25 not in leases:  # GossipSub may first hand over older ones (ttl 10) it still caches
+                    message = await subscription.get()
+                    if ID(message.from_id).to_string() == node.peer_id:
+                        leases.append(decode_announcement(message.data, node.peer_id).ttl)
+        assert 25 in leases and set(leases) <= {10, 25}
+
+
+def test_a_ttl_is_clamped_when_encoded():
+    peer = new_peer_id()
+    parsed = Card.model_validate(card(peer))
+    assert decode_announcement(encode_announcement(parsed, ttl=10 ** 9), peer).ttl == MAX_TTL_SECONDS
+
+
+@pytest.mark.parametrize("ttl", [0, MAX_TTL_SECONDS + 1, "soon", -5])
+def test_a_ttl_out_of_range_is_refused_when_decoded(ttl):
+    peer = new_peer_id()
+    with pytest.raises(PraxisError):
+        decode_announcement(json.dumps({"card": card(peer), "ttl": ttl}).encode(), peer)
