@@ -48,6 +48,9 @@ from scale_report import plan_pairs, report_rows, resolve_sample, summary, table
 
 EXIT_OK, EXIT_FAILED, EXIT_PHASE_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_NODES = 1000
+# Every node here dials from 127.0.0.1: the per-address inbound limit (32) would make a node with
+# 32 peers refuse every newcomer, which no mesh spread over addresses meets. `--set` overrides it.
+LOOPBACK_SETTINGS = ["limits.max_connections_per_ip=128"]
 MiB = 1024 * 1024
 
 
@@ -70,7 +73,7 @@ class Run:
         self.fleet = fleet
         self.http = http
         self.rng = random.Random(args.seed)
-        self.overrides = parse_overrides(args.set)
+        self.overrides = parse_overrides(LOOPBACK_SETTINGS + args.set)
         self.specs: list[NodeSpec] = []
         self.sessions: dict[str, McpSession] = {}
         self.bootstrap: list[str] = []
