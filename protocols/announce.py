@@ -9,9 +9,10 @@ signs it with that node's key; a receiver checks the card names the signer):
 how long (seconds) receivers keep the card without a newer announcement: the publisher chooses
 it with its announcement period (which grows with the mesh); a `ttl` outside `MIN_TTL_SECONDS`
 .. `MAX_TTL_SECONDS` makes the announcement invalid; without one a receiver uses its own
-`p2p.announce_ttl_seconds`. A card
-too big for one announcement (over `MAX_ANNOUNCEMENT_BYTES`) is not announced: peers fetch it
-over `/praxis/card/1.0.0` when they connect or when the DHT names the node as a provider.
+`p2p.announce_ttl_seconds`.
+
+A card too big for one announcement (over `MAX_ANNOUNCEMENT_BYTES`) is not announced: peers fetch
+it over `/praxis/card/1.0.0` when they connect or when the DHT names the node as a provider.
 """
 
 from __future__ import annotations

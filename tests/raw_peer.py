@@ -40,6 +40,11 @@ async def raw_host() -> AsyncIterator[IHost]:
                     await host.disconnect(peer)
 
 
+def wire_card(peer_id: str, name: str, tools: int = 1) -> dict[str, Any]:
+    """A minimal card as it travels (in an announcement or a card exchange)."""
+    return {"name": name, "peerId": peer_id, "tools": [{"name": f"{name}_{i}"} for i in range(tools)]}
+
+
 @asynccontextmanager
 async def raw_pubsub(host: IHost, victim: IHost, topic: str) -> AsyncIterator[tuple[Pubsub, ISubscriptionAPI]]:
     """py-libp2p's own GossipSub on `host`, connected to `victim`, and its subscription to `topic`; it

@@ -17,11 +17,7 @@ from protocols.announce import CARDS_TOPIC, MAX_TTL_SECONDS, decode_announcement
 from protocols.errors import PraxisError
 from protocols.messages import Card
 from tests.helpers import make_node, node_config, wait_until
-from tests.raw_peer import raw_host, raw_pubsub
-
-
-def card(peer_id: str, name: str = "short") -> dict:
-    return {"name": name, "peerId": peer_id, "tools": [{"name": f"{name}_tool"}]}
+from tests.raw_peer import raw_host, raw_pubsub, wire_card
 
 
 def new_peer_id() -> str:
@@ -35,7 +31,8 @@ async def test_a_card_is_kept_for_its_announcements_ttl_and_a_ttl_out_of_range_i
         assert announcements is not None
         peer_id = peer.get_id().to_string()
         async with raw_pubsub(peer, node.host, CARDS_TOPIC) as (pubsub, _):
-            await pubsub.publish(CARDS_TOPIC, json.dumps({"card": card(peer_id), "seq": 1, "ttl": 2}).encode())
+            short = {"card": wire_card(peer_id, "short"), "seq": 1, "ttl": 2}
+            await pubsub.publish(CARDS_TOPIC, json.dumps(short).encode())
             await wait_until(lambda: node.directory.get(peer_id) is not None, node.directory.changed, timeout=10)
             entry = node.directory.get(peer_id)
             assert entry is not None and entry.announced_until - trio.current_time() <= 2
@@ -45,7 +42,7 @@ async def test_a_card_is_kept_for_its_announcements_ttl_and_a_ttl_out_of_range_i
         async with raw_host() as other, raw_pubsub(other, node.host, CARDS_TOPIC) as (pubsub, _):
             other_id = other.get_id().to_string()
             refused = announcements.refused
-            forever = {"card": card(other_id, "forever"), "seq": 1, "ttl": MAX_TTL_SECONDS * 10}
+            forever = {"card": wire_card(other_id, "forever"), "seq": 1, "ttl": MAX_TTL_SECONDS * 10}
             await pubsub.publish(CARDS_TOPIC, json.dumps(forever).encode())
             await wait_until(lambda: announcements.refused > refused, announcements.dropped, timeout=10)
             assert node.directory.get(other_id) is None
@@ -59,7 +56,7 @@ async def test_the_announcement_period_and_lease_grow_with_the_peers_known():
         assert (announcements.period(), announcements.lease()) == (2, 10)
         until = trio.current_time() + 60
         for i in range(5):
-            node.directory.update(Card.model_validate(card(new_peer_id(), f"p{i}")), announced_until=until)
+            node.directory.update(Card.model_validate(wire_card(new_peer_id(), f"p{i}")), announced_until=until)
         assert (announcements.period(), announcements.lease()) == (5, 25)
         leases = []
         async with raw_pubsub(peer, node.host, CARDS_TOPIC) as (_, subscription):
@@ -73,7 +70,7 @@ async def test_the_announcement_period_and_lease_grow_with_the_peers_known():
 
 def test_a_ttl_is_clamped_when_encoded():
     peer = new_peer_id()
-    parsed = Card.model_validate(card(peer))
+    parsed = Card.model_validate(wire_card(peer, "short"))
     assert decode_announcement(encode_announcement(parsed, ttl=10 ** 9), peer).ttl == MAX_TTL_SECONDS
 
 
@@ -81,4 +78,4 @@ def test_a_ttl_is_clamped_when_encoded():
 def test_a_ttl_out_of_range_is_refused_when_decoded(ttl):
     peer = new_peer_id()
     with pytest.raises(PraxisError):
-        decode_announcement(json.dumps({"card": card(peer), "ttl": ttl}).encode(), peer)
+        decode_announcement(json.dumps({"card": wire_card(peer, "short"), "ttl": ttl}).encode(), peer)

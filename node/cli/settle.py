@@ -72,22 +72,20 @@ async def _listed_peers_settled(node: Node, peer_id: str, bound: float) -> None:
         listed = await node.fetch_peer_list(peer_id, timeout=bound)
     except PraxisError:  # no list (a Go node, or the peer left): nothing more to wait for
         return
-    expected: list[str] = []
-    records = []
+    records: list[PeerRecord] = []
     for record in listed.peers:
-        if len(expected) >= PER_LIST:
+        if len(records) >= PER_LIST:
             break
         if record.peer_id == node.peer_id or node.directory.get(record.peer_id) is not None:
             continue
         if any(_names(addr, record.peer_id) for addr in record.addrs):
-            expected.append(record.peer_id)
             records.append(record)
     if not node.config.p2p.peer_exchange:
         # Discovery without peer exchange: listed peers are not dialled, and their cards may
         # reach this node only with their next announcement; find their tools in the DHT.
         await _found_through_the_dht(node, [r for r in records if r.tools])
         return
-    await _cards(node, expected)
+    await _cards(node, [r.peer_id for r in records])
 
 
 async def _found_through_the_dht(node: Node, records: list[PeerRecord]) -> None:

@@ -2,9 +2,9 @@
 
 Cards are exchanged on every new connection (whichever side dialled), again whenever this
 node's own tools change, and periodically (`p2p.card_refresh_seconds`); on a new connection and
-periodically, not with a peer whose card GossipSub announced and whose lease runs (with discovery
-most connections are short DHT ones: an exchange on each cost about a third of their streams). A peer may start at
-most `limits.max_card_pushes_per_minute` exchanges a minute; past that its card streams are
+periodically, not with a peer whose card an announcement holds (with discovery most connections
+are short DHT ones: an exchange on each cost about a third of their streams). A peer may start
+at most `limits.max_card_pushes_per_minute` exchanges a minute; past that its card streams are
 reset unread. A card is stored only while its peer is still connected.
 """
 
@@ -90,7 +90,7 @@ class CardExchange:
     def request_exchange(self, peer_id: str, *, unless_announced: bool = False) -> None:
         """Exchange cards with a peer soon; at most one exchange per peer at a time. With
         `unless_announced`, not when the peer's card is held from a running announcement."""
-        if self._nursery is None or (unless_announced and self._announced(peer_id)):
+        if self._nursery is None or (unless_announced and self.directory.announced(peer_id)):
             return
         if peer_id in self._exchanging:
             self._again.add(peer_id)
@@ -101,10 +101,6 @@ class CardExchange:
     def exchange_with_all(self, *, unless_announced: bool = False) -> None:
         for peer_id in self.links.connected_peers():
             self.request_exchange(peer_id, unless_announced=unless_announced)
-
-    def _announced(self, peer_id: str) -> bool:
-        entry = self.directory.get(peer_id)
-        return entry is not None and entry.announced_until > trio.current_time()
 
     def forget(self, peer_id: str) -> None:
         """The peer left: drop its push budget."""

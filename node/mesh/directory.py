@@ -146,6 +146,11 @@ class PeerDirectory:
     def get(self, peer_id: str) -> PeerEntry | None:
         return self._peers.get(peer_id)
 
+    def announced(self, peer_id: str) -> bool:
+        """Is this peer's card held under an announcement's lease that still runs?"""
+        entry = self._peers.get(peer_id)
+        return entry is not None and entry.announced_until > trio.current_time()
+
     def peers(self) -> list[PeerEntry]:
         return sorted(self._peers.values(), key=lambda e: e.peer_id)
 

@@ -22,7 +22,7 @@ from node.mesh.tool_dht import tool_key
 from protocols.announce import CARDS_TOPIC, MAX_ANNOUNCEMENT_BYTES
 from protocols.tool import TOOL_PROTOCOL
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_until
-from tests.raw_peer import frame, open_stream, raw_host, raw_pubsub, read_json
+from tests.raw_peer import frame, open_stream, raw_host, raw_pubsub, read_json, wire_card
 
 FLOOD = 30
 
@@ -32,10 +32,6 @@ async def still_serves(addr: str) -> None:
         stream = await open_stream(good, addr, TOOL_PROTOCOL)
         await stream.write(frame({"id": "ok", "name": "echo", "arguments": {"text": "alive"}}))
         assert (await read_json(stream, timeout=10))["result"]["content"][0]["text"] == "alive"
-
-
-def card(peer_id: str, tools: int = 1, name: str = "evil") -> dict:
-    return {"name": name, "peerId": peer_id, "tools": [{"name": f"evil_{i}"} for i in range(tools)]}
 
 
 async def test_hostile_announcements_are_dropped_and_the_node_keeps_serving(figures):
@@ -50,11 +46,11 @@ async def test_hostile_announcements_are_dropped_and_the_node_keeps_serving(figu
             # A flood of valid announcements from one signer (FLOOD fits py-libp2p's outbound queue of
             # 32 RPCs, so every one is sent): 12 a minute pass, the rest are dropped unforwarded.
             for i in range(FLOOD):
-                flood = {"card": card(evil_id, name=f"evil{i}"), "seq": i}
+                flood = {"card": wire_card(evil_id, f"evil{i}"), "seq": i}
                 await pubsub.publish(CARDS_TOPIC, json.dumps(flood).encode())
             await wait_until(lambda: announcements.refused >= FLOOD - 12, announcements.dropped, timeout=20)
             hostile = [
-                json.dumps({"card": card(victim.peer_id)}).encode(),  # names another peer than its signer
+                json.dumps({"card": wire_card(victim.peer_id, "evil")}).encode(),  # names another peer than its signer
                 json.dumps({"card": {"peerId": evil_id}}).encode(),  # invalid card (no name)
                 b"{not json",  # malformed
             ]
