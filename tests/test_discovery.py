@@ -80,6 +80,45 @@ async def test_a_card_change_reaches_a_node_three_hops_away_through_gossipsub(fi
         figures(f"discovery: a card change reached a node 3 hops away through GossipSub in {took:.3f} s")
 
 
+async def test_a_provide_reaches_only_the_walk_width():
+    from node.mesh.tool_dht import WALK_WIDTH, tool_key
+
+    count = WALK_WIDTH + 6
+    async with AsyncExitStack() as stack:
+        first = discovering("w0", [py_tool("wide_echo", "echo", ECHO_PARAMS)])
+        await stack.enter_async_context(first.running())
+        assert first.dht is not None
+        table = first.dht.dht.routing_table
+        for i in range(1, count):
+            node = discovering(f"w{i}", bootstrap=first.addrs[:1])
+            await stack.enter_async_context(node.running())
+        await wait_until(lambda: table.size() == count - 1, first.dht.table_changed, timeout=30)
+        # py-libp2p's walk would return every one of the 11 peers (k = 20): each a provider record.
+        with trio.fail_after(30):
+            closest = await first.dht.dht.peer_routing.find_closest_peers_network(bytes.fromhex(tool_key("wide_echo")))
+        assert len(closest) == WALK_WIDTH
+
+
+async def test_pubsub_does_not_dial_a_peer_it_lost():
+    from libp2p.peer.id import ID
+    from multiaddr import Multiaddr
+
+    alone = {"min_peers": 0}
+    async with AsyncExitStack() as stack:
+        a = discovering("a", **alone)
+        b = discovering("b", **alone)
+        await stack.enter_async_context(a.running())
+        await stack.enter_async_context(b.running())
+        assert a.announcements is not None
+        b_id = ID.from_base58(b.peer_id)
+        a.host.get_peerstore().add_addrs(b_id, [Multiaddr(addr) for addr in b.addrs], 60)
+        # What pubsub's stream retry runs once the keeper closed the peer's connection.
+        with trio.fail_after(15):
+            await a.announcements.pubsub._handle_new_peer(b_id)
+        assert not a.host.get_network().get_connections(b_id)
+        assert b.peer_id not in a.connected_peers()
+
+
 def _contract(name: str) -> Any:
     from node.config import parse_config
 

@@ -228,7 +228,7 @@ class P2PSection(_Section):
     # Kademlia DHT: provider records for this node's tools are re-announced this often and
     # expire this long after their last announcement (py-libp2p's defaults: 22 h / 48 h).
     # Announcements keep liveness; a record only serves lookups of tools not announced here, and
-    # every re-provide is a DHT walk that may dial up to 20 peers, so the refresh is slow.
+    # every re-provide is a DHT walk that may dial a few peers (tool_dht.WALK_WIDTH): the refresh is slow.
     provide_refresh_seconds: float = Field(default=300.0, gt=0)
     provider_ttl_seconds: float = Field(default=900.0, gt=0)
     # Where the node's Ed25519 key lives (relative to the config file's folder).

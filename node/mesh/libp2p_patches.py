@@ -151,3 +151,49 @@ def bound_provider_store(store: Any, *, ttl: float, max_keys: int, added: Callab
 
     store.get_providers = bounded_get_providers
     store.add_provider = bounded_add_provider
+
+
+def narrow_dht_walks(peer_routing: Any, width: int) -> None:
+    """Make one DHT's walks seek the `width` closest peers instead of k = 20.
+
+    **Every walk touches k = 20 peers (py-libp2p 0.8.1, `kad_dht/peer_routing.py`).**
+    `find_closest_peers_network(key, count=20)` queries each of the 20 closest peers it learns
+    of (α = 10 at a time), and `ProviderStore.provide` and `find_providers` call it with that
+    default: a provide sends ADD_PROVIDER to 20 peers and a lookup asks 20 for providers, each
+    a dial when not connected. In a mesh of a few dozen nodes that is most of the mesh, and on
+    two cores those dials kept 30 nodes in one process saturated for their first minute.
+    On this routing instance only, every walk returns the `width` closest peers; providers and
+    lookups converge on the same `width` peers, so a record is stored `width` times instead
+    of 20 (re-provided every `p2p.provide_refresh_seconds`).
+    Test: `tests/test_discovery.py::test_a_provide_reaches_only_the_walk_width` (fails
+    without it: the provide reaches every peer of a 12-node mesh).
+    """
+    walk = peer_routing.find_closest_peers_network
+
+    async def narrow_walk(target_key: bytes, count: int = width) -> list[Any]:
+        return await walk(target_key, min(count, width))
+
+    peer_routing.find_closest_peers_network = narrow_walk
+
+
+def pubsub_rides_existing_connections(pubsub: Any) -> None:
+    """Make one Pubsub open its streams only on connections that exist, never dial for them.
+
+    **Pubsub re-dials a closed peer (py-libp2p 0.8.1, `pubsub/pubsub.py`).** When a peer's
+    pubsub stream ends and the peer still looks connected (as it does while its connection is
+    closing), `_handle_dead_peer` schedules `_handle_new_peer_with_retry`, whose
+    `host.new_stream` dials the peer again once the connection is gone. Each connection the
+    peer keeper closed over `p2p.max_peers` came straight back this way (122 of the dials in the
+    first minute of 30 nodes in one process). On this instance, `_handle_new_peer` does nothing
+    for a peer without a connection: the next connection, whoever opens it, brings the stream.
+    Test: `tests/test_discovery.py::test_pubsub_does_not_dial_a_peer_it_lost` (fails without
+    it: the stream attempt reconnects the peer).
+    """
+    handle_new_peer = pubsub._handle_new_peer
+    network = pubsub.host.get_network()
+
+    async def handle_new_peer_if_connected(peer_id: ID) -> None:
+        if network.get_connections(peer_id):
+            await handle_new_peer(peer_id)
+
+    pubsub._handle_new_peer = handle_new_peer_if_connected

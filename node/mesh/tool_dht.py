@@ -30,7 +30,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.validator import NamespacedValidator, Validator
 
-from node.mesh.libp2p_patches import bound_provider_store
+from node.mesh.libp2p_patches import bound_provider_store, narrow_dht_walks
 from node.mesh.stream_guard import guarded
 from node.runtime.signals import ChangeSignal
 
@@ -38,7 +38,8 @@ log = logging.getLogger("praxis.dht")
 
 TOOL_NAMESPACE = "praxis-tool"
 MAX_PROVIDER_KEYS = 4096  # distinct keys this node stores provider records for
-LOOKUP_PROVIDERS = 8  # providers asked for in one lookup
+LOOKUP_PROVIDERS = 8  # providers one lookup returns at most
+WALK_WIDTH = 6  # peers a provider record is stored on, and a walk seeks (py-libp2p: k = 20)
 REPROVIDE_AT_SIZES = (1, 8)  # routing-table sizes at which this node provides again at once
 
 
@@ -81,8 +82,10 @@ class ToolDht:
         validator = NamespacedValidator({TOOL_NAMESPACE: _NoValues()}, strict_validation=True)
         self.dht = KadDHT(host, DHTMode.SERVER, validator=validator, validator_changed=True,
                           strict_validation=True)
+        narrow_dht_walks(self.dht.peer_routing, WALK_WIDTH)
         host.set_stream_handler(PROTOCOL_ID, guarded("dht", self.dht.handle_stream))
         self.records_changed = ChangeSignal()  # a provider record was stored here
+        self.table_changed = ChangeSignal()  # a connected peer joined the routing table
         bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS,
                              added=self.records_changed.bump)
         self.provided: set[str] = set()
@@ -126,6 +129,8 @@ class ToolDht:
         except Exception as exc:  # a peer without a usable address: not in the table
             log.debug("routing table: %s not added: %s", peer_id, type(exc).__name__)
             return
+        if added:
+            self.table_changed.bump()
         size = self.dht.routing_table.size()
         if added and size in REPROVIDE_AT_SIZES:
             # The table grew past a step: our records belong with the new peers too. (Each provide
@@ -137,8 +142,13 @@ class ToolDht:
         """Peers other than this node with a live provider record for `name`, within the deadline."""
         own = self.host.get_id()
         found: list[str] = []
+        key = tool_key(name)
         with trio.move_on_at(deadline):
-            infos = await self.dht.find_providers(tool_key(name), LOOKUP_PROVIDERS)
+            # Asked for one provider, the library stops after the first batch of peers that
+            # knew any (asked for more than a key has, it walks on through every closer peer
+            # it hears of: the whole mesh); what that batch knew is in the local store now.
+            await self.dht.find_providers(key, 1)
+            infos = self.dht.provider_store.get_providers(bytes.fromhex(key))[:LOOKUP_PROVIDERS]
             for info in infos:
                 if info.peer_id != own and info.peer_id.to_string() not in found:
                     if info.addrs:
