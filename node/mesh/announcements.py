@@ -38,7 +38,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import trio
 from libp2p.abc import IHost, ISubscriptionAPI
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
@@ -97,8 +97,11 @@ class Announcements:
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
         self._seq = 0
         degree, low, high = gossip_degrees(max_peers)
+        # GossipSub 1.1, not 1.2: 1.2 adds IDONTWANT, which py-libp2p sends to every mesh peer for
+        # every message whatever its size (go-libp2p: only above 1 KiB); for announcements of a
+        # few hundred bytes that was a third of all pubsub traffic.
         self.router = GossipSub(
-            [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID], degree=degree, degree_low=low, degree_high=high,
+            [PROTOCOL_ID_V11, PROTOCOL_ID], degree=degree, degree_low=low, degree_high=high,
             heartbeat_interval=heartbeat, heartbeat_initial_delay=0.1, do_px=False,
             max_messages_per_topic_per_second=RELAYED_PER_SECOND,
         )

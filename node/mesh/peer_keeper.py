@@ -2,10 +2,13 @@
 `p2p.min_peers` sought.
 
 Every `TICK` seconds (and whenever a connection opens or closes):
-- over `max_peers`: close the connections over the bound, never a bootstrap peer's, a GossipSub
-  mesh peer's, one with a tool call on it or one younger than `GRACE`; the newest first
-  (short-lived connections opened for calls and DHT queries go before long-held ones). The
-  directory keeps a pruned peer's card while its announcement lasts (`PeerDirectory.unlink`);
+- over `max_peers`: close connections down to a low-water mark (`low_water`: a quarter below the
+  bound, as go-libp2p's connection manager trims to its low water), never a bootstrap peer's, a
+  GossipSub mesh peer's, one with a tool call on it or one younger than `GRACE`; the newest first
+  (short-lived connections opened for calls and DHT queries go before long-held ones). Trimming
+  to the bound itself kept every node full: each new connection cost another one, and a peer
+  under `min_peers` that dialled a full one was pruned again and again. The directory keeps a
+  pruned peer's card while its announcement lasts (`PeerDirectory.unlink`);
 - under `min_peers`: dial peers the DHT's routing table or the directory knows, each with its
   own exponential backoff (`INITIAL_BACKOFF` .. `p2p.dial_backoff_max_seconds`), lifting
   py-libp2p's failed-dial block before each dial (node/mesh/dialer.py). A partition heals the
@@ -55,6 +58,7 @@ class PeerKeeper:
         self.connections = connections
         self.max_peers = max_peers
         self.min_peers = min(min_peers, max_peers)
+        self.low_water = low_water(max_peers, self.min_peers)
         self.backoff_max = backoff_max
         self.protected = protected  # bootstrap peers: never pruned
         self.candidates = candidates  # peers worth a connection, best first
@@ -94,9 +98,9 @@ class PeerKeeper:
 
     async def _prune(self) -> None:
         connected = self._connected()
-        excess = len(connected) - self.max_peers
-        if excess <= 0:
+        if len(connected) <= self.max_peers:
             return
+        excess = len(connected) - self.low_water
         protected = self.protected()
         now = trio.current_time()
         # A connection younger than GRACE is left alone (a DHT walk or a call is likely using it):
@@ -111,7 +115,8 @@ class PeerKeeper:
                 await self.host.disconnect(ID.from_base58(peer_id))
             except Exception as exc:  # already closing
                 log.debug("pruning %s: %s", peer_id, type(exc).__name__)
-        log.debug("pruned %d connection(s) over p2p.max_peers=%d", min(excess, len(choices)), self.max_peers)
+        log.debug("pruned %d connection(s) over p2p.max_peers=%d (down to %d)", min(excess, len(choices)),
+                  self.max_peers, self.low_water)
 
     def _busy(self, peer_id: str) -> bool:
         """A tool call is running on one of this peer's connections."""
@@ -157,3 +162,8 @@ class PeerKeeper:
         await self.dialer.dial(info)
         if self.dialer.is_connected(info.peer_id.to_string()):
             self._backoff.pop(info.peer_id.to_string(), None)
+
+
+def low_water(max_peers: int, min_peers: int) -> int:
+    """Connections kept after a trim: a quarter below `max_peers`, never under `min_peers`."""
+    return max(min_peers, max_peers - max(1, max_peers // 4))
