@@ -96,7 +96,10 @@ async def _found_through_the_dht(node: Node, records: list[PeerRecord]) -> None:
         async with trio.open_nursery() as nursery:
             for record in missing:
                 nursery.start_soon(node.lookup.find, record.tools[0].name, trio.current_time() + LOOKUP_PAUSE)
-        with trio.move_on_after(LOOKUP_PAUSE):  # a record not in the DHT yet: ask again soon
+        # A record not in the DHT yet: ask again soon, once the lookup's memory of "found
+        # nowhere" has run out (asking before that returns at once and finds nothing).
+        pause = max(LOOKUP_PAUSE, min(node.lookup.retry_in(r.tools[0].name) for r in missing))
+        with trio.move_on_after(pause):
             await node.directory.changed.wait_past(version)
 
 

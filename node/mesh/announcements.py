@@ -34,6 +34,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import NamedTuple
 
 import trio
 from libp2p.abc import IHost, ISubscriptionAPI
@@ -69,6 +70,16 @@ RELAYED_PER_SECOND = 200.0
 SECONDS_PER_PEER = 1.0  # the announcement period grows this much per known peer (see above)
 
 
+class _Heard(NamedTuple):
+    """A signer's last accepted announcement and the lease it gave."""
+
+    data: bytes
+    lease: float
+
+
+_NOTHING = _Heard(b"", 0.0)
+
+
 class Announcements:
     def __init__(
         self,
@@ -93,7 +104,7 @@ class Announcements:
         self.rate = RateWindow(per_minute)
         self.refused = 0  # announcements dropped by the validator (for tests and /metrics)
         self.dropped = ChangeSignal()  # bumped with `refused`
-        self._last: dict[str, tuple[bytes, float]] = {}  # signer -> its last accepted message, lease
+        self._last: dict[str, _Heard] = {}  # signer -> its last accepted message
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
         self._seq = 0
         degree, low, high = gossip_degrees(max_peers)
@@ -193,7 +204,7 @@ class Announcements:
             return True
         if not self.rate.try_take(signer):
             return self._refuse("over the rate limit")
-        if self._last.get(signer, (b"", 0.0))[0] != msg.data:  # else the same card again: already checked
+        if self._last.get(signer, _NOTHING).data != msg.data:  # else the same card again: already checked
             try:
                 decode_announcement(msg.data, signer)
             except PraxisError:
@@ -220,8 +231,8 @@ class Announcements:
 
     def _apply(self, signer: str, data: bytes) -> None:
         now = trio.current_time()
-        last, lease = self._last.get(signer, (b"", 0.0))
-        if last == data and self.directory.renew(signer, now + lease):
+        last = self._last.get(signer, _NOTHING)
+        if last.data == data and self.directory.renew(signer, now + last.lease):
             return  # the same card again: only its lease grows
         try:
             announcement = decode_announcement(data, signer)
@@ -236,7 +247,7 @@ class Announcements:
             return
         if len(self._last) >= SEEN_SIGNERS and signer not in self._last:
             self._last.clear()
-        self._last[signer] = (data, lease)
+        self._last[signer] = _Heard(data, lease)
         remember_card_addrs(self.host, announcement.card, lease)
         forget_failed_dial(self.host, ID.from_base58(signer))  # seen alive: may be dialled again
         if self.directory.update(announcement.card, announced_until=until):

@@ -25,8 +25,9 @@ from protocols.streams import WireLimits, closing_stream
 
 log = logging.getLogger("praxis.lookup")
 
-# A lookup is a DHT walk that may dial up to 20 peers: in 40 node processes whose clients kept
-# calling tools not yet announced, 120 lookups a minute per node kept both cores busy.
+# A lookup is a DHT walk and GET_PROVIDERS to the peers it finds (tool_dht.WALK_WIDTH), each a
+# dial when not connected: in 40 node processes whose clients kept calling tools not yet
+# announced, 120 lookups a minute per node (then walks of 20) kept both cores busy.
 NEGATIVE_SECONDS = 15.0
 LOOKUPS_PER_MINUTE = 30
 CARDS_PER_LOOKUP = 3
@@ -78,6 +79,10 @@ class ToolLookup:
                 self._not_found.clear()
             self._not_found[name] = trio.current_time() + NEGATIVE_SECONDS
         return found
+
+    def retry_in(self, name: str) -> float:
+        """Seconds until `name` may be looked up again after it was found nowhere (0: now)."""
+        return max(0.0, self._not_found.get(name, 0.0) - trio.current_time())
 
     def _known(self, name: str) -> bool:
         return name in self.directory.tool_names()
