@@ -26,10 +26,11 @@ from protocols.streams import WireLimits, closing_stream
 log = logging.getLogger("praxis.lookup")
 
 # A lookup is a DHT walk and GET_PROVIDERS to the peers it finds (tool_dht.WALK_WIDTH), each a
-# dial when not connected: in 40 node processes whose clients kept calling tools not yet
-# announced, 120 lookups a minute per node (then walks of 20) kept both cores busy.
-NEGATIVE_SECONDS = 15.0
-LOOKUPS_PER_MINUTE = 30
+# dial when not connected. With walks of 20 peers, 120 lookups a minute per node kept both cores
+# of 40 node processes busy; with walks of 6 they do not, and a newcomer whose client calls
+# every tool of a 40-node mesh (most not announced to it yet) needs about that many.
+NEGATIVE_SECONDS = 5.0
+LOOKUPS_PER_MINUTE = 120
 CARDS_PER_LOOKUP = 3
 MAX_NEGATIVE = 1024
 
