@@ -40,7 +40,7 @@ TOOL_NAMESPACE = "praxis-tool"
 MAX_PROVIDER_KEYS = 4096  # distinct keys this node stores provider records for
 LOOKUP_PROVIDERS = 8  # providers one lookup returns at most
 WALK_WIDTH = 6  # peers a provider record is stored on, and a walk seeks (py-libp2p: k = 20)
-REPROVIDE_AT_SIZES = (1, 8)  # routing-table sizes at which this node provides again at once
+REPROVIDE_FROM = 8  # routing-table size from which each doubling provides again
 
 
 def tool_key(name: str) -> str:
@@ -89,6 +89,7 @@ class ToolDht:
         bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS,
                              added=self.records_changed.bump)
         self.provided: set[str] = set()
+        self._table_step = 0  # routing-table size when this node last provided for its growth
         self._kick = ChangeSignal()  # provide again soon
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -132,10 +133,12 @@ class ToolDht:
         if added:
             self.table_changed.bump()
         size = self.dht.routing_table.size()
-        if added and size in REPROVIDE_AT_SIZES:
-            # The table grew past a step: our records belong with the new peers too. (Each provide
-            # is a DHT walk that dials up to k peers: on every growth, 30 nodes starting together
-            # kept each other's connections churning.)
+        if added and size >= (1 if self._table_step == 0 else max(REPROVIDE_FROM, 2 * self._table_step)):
+            # First peer, then from REPROVIDE_FROM on each doubling: the mesh grew, and the
+            # WALK_WIDTH peers closest to our keys may be new ones (records stored while the mesh
+            # was small were missed by later lookups). A provide on every growth kept 30 nodes
+            # starting together churning connections.
+            self._table_step = size
             self._kick.bump()
 
     async def find_providers(self, name: str, deadline: float) -> list[str]:
