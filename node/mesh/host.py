@@ -17,7 +17,12 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from node.config import LimitsSection, P2PSection
 from node.mesh.connection_limits import ConnectionGuard, connection_config
-from node.mesh.libp2p_patches import disable_auto_connector, release_inbound_slot_on_close
+from node.mesh.libp2p_patches import (
+    addresses_skip_closed_listeners,
+    disable_auto_connector,
+    release_inbound_slot_on_close,
+)
+from node.mesh.stream_guard import guarded
 
 
 def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHost:
@@ -37,6 +42,13 @@ def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHo
     release_inbound_slot_on_close(swarm)
     disable_auto_connector(swarm)
     ConnectionGuard(swarm, limits).install()
+    addresses_skip_closed_listeners(host)
+    # The library's own handlers (identify, identify push, ping) can raise out of the host too:
+    # identify reads the listen addresses, which raises OSError once the listener closed, so a
+    # peer identifying a node as it stopped ended that node with a traceback.
+    for protocol, handler in list(host.get_mux().handlers.items()):
+        if protocol is not None and handler is not None:
+            host.set_stream_handler(protocol, guarded(str(protocol), handler))
     return host
 
 

@@ -34,6 +34,7 @@ from libp2p.abc import IHost
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
+from multiaddr import Multiaddr
 
 _PATCHED = "_praxis_releases_inbound_slots"
 
@@ -197,3 +198,28 @@ def pubsub_rides_existing_connections(pubsub: Any) -> None:
             await handle_new_peer(peer_id)
 
     pubsub._handle_new_peer = handle_new_peer_if_connected
+
+
+def addresses_skip_closed_listeners(host: IHost) -> None:
+    """Make one host's address list leave out listeners that are closing instead of raising.
+
+    **A stopping host raises from its address list (py-libp2p 0.8.1, `transport/tcp/tcp.py`).**
+    `TCPListener.get_addrs` calls `getsockname()` on every listening socket; once the swarm has
+    closed them (as a node stops), it raises `OSError: Bad file descriptor`. The host asks for its
+    addresses from tasks of its own (identifying a new connection, signing the peer record that
+    every GossipSub message carries), so a peer connecting while a node stopped ended the node with
+    that error. On this host, `get_transport_addrs` (what `get_addrs` reads) skips such a listener.
+    Test: `tests/hardening/test_connections.py::test_a_host_whose_listener_closed_lists_no_address`.
+    """
+    network = host.get_network()
+
+    def get_transport_addrs() -> list[Multiaddr]:
+        addrs: list[Multiaddr] = []
+        for listener in list(network.listeners.values()):
+            try:
+                addrs.extend(listener.get_addrs())
+            except OSError:  # closed under us: it listens nowhere any more
+                continue
+        return addrs
+
+    host.get_transport_addrs = get_transport_addrs  # type: ignore[attr-defined,method-assign]

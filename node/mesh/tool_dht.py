@@ -149,9 +149,10 @@ class ToolDht:
         with trio.move_on_at(deadline):
             # Asked for one provider, the library stops after the first batch of peers that
             # knew any (asked for more than a key has, it walks on through every closer peer
-            # it hears of: the whole mesh); what that batch knew is in the local store now.
-            await self.dht.find_providers(key, 1)
-            infos = self.dht.provider_store.get_providers(bytes.fromhex(key))[:LOOKUP_PROVIDERS]
+            # it hears of: the whole mesh); the rest of what that batch knew went to the local
+            # store (unless the store is full: then the one provider returned is all we have).
+            first = await self.dht.find_providers(key, 1)
+            infos = [*first, *self.dht.provider_store.get_providers(bytes.fromhex(key))][:LOOKUP_PROVIDERS]
             for info in infos:
                 if info.peer_id != own and info.peer_id.to_string() not in found:
                     if info.addrs:

@@ -400,3 +400,59 @@ async def test_streams_per_peer_limit_refuses_the_excess_while_another_peer_is_s
         # py-libp2p's own stream accounting got back every slot, the refused streams' included.
         await until(lambda: library_stream_slots(target.host) == slots_before, what="py-libp2p's stream slots returned")
 
+
+
+class BrokenStream:
+    """Test double: a stream whose socket is gone (every read and write raises OSError), as
+    the library's identify handler meets it while a node stops."""
+
+    muxed_conn = None
+
+    async def read(self, n: int | None = None) -> bytes:
+        raise OSError(9, "Bad file descriptor")
+
+    async def write(self, data: bytes) -> None:
+        raise OSError(9, "Bad file descriptor")
+
+    async def close(self) -> None:
+        return None
+
+    async def reset(self) -> None:
+        return None
+
+    def get_protocol(self) -> None:
+        return None
+
+
+async def test_a_library_handler_that_raises_ends_only_its_stream():
+    from libp2p.identity.identify.identify import ID as IDENTIFY
+
+    node = make_node(node_config("guarded", [py_tool("echo", "echo", ECHO_PARAMS)]))
+    async with node.running():
+        identify = node.host.get_mux().handlers[IDENTIFY]
+        assert identify is not None
+        with trio.fail_after(10):
+            await identify(BrokenStream())  # type: ignore[arg-type]  # py-libp2p's own raised OSError here
+        async with raw_host() as peer:
+            response = await call_tool(peer, full_addrs(node.host)[0], "echo", {"text": "still here"})
+        assert response["result"]["content"][0]["text"] == "still here"
+
+
+class ClosedListener:
+    """Test double: a TCP listener whose socket the swarm has closed (py-libp2p's
+    `TCPListener.get_addrs` raises this as a node stops)."""
+
+    def get_addrs(self) -> tuple[()]:
+        raise OSError(9, "Bad file descriptor")
+
+
+async def test_a_host_whose_listener_closed_lists_no_address():
+    node = make_node(node_config("closing"))
+    async with node.running():
+        listening = node.host.get_addrs()
+        network = node.host.get_network()
+        network.listeners["closing"] = ClosedListener()  # type: ignore[assignment,index]
+        try:
+            assert node.host.get_addrs() == listening  # py-libp2p's own raised OSError here
+        finally:
+            del network.listeners["closing"]  # type: ignore[arg-type]
