@@ -89,7 +89,7 @@ class ToolDht:
         bound_provider_store(self.dht.provider_store, ttl=ttl, max_keys=MAX_PROVIDER_KEYS,
                              added=self.records_changed.bump)
         self.provided: set[str] = set()
-        self._table_step = 0  # routing-table size when this node last provided for its growth
+        self._provide_at_size = 1  # routing-table size at which this node provides again
         self._kick = ChangeSignal()  # provide again soon
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -133,12 +133,12 @@ class ToolDht:
         if added:
             self.table_changed.bump()
         size = self.dht.routing_table.size()
-        if added and size >= (1 if self._table_step == 0 else max(REPROVIDE_FROM, 2 * self._table_step)):
+        if added and size >= self._provide_at_size:
             # First peer, then from REPROVIDE_FROM on each doubling: the mesh grew, and the
             # WALK_WIDTH peers closest to our keys may be new ones (records stored while the mesh
             # was small were missed by later lookups). A provide on every growth kept 30 nodes
             # starting together churning connections.
-            self._table_step = size
+            self._provide_at_size = max(REPROVIDE_FROM, 2 * size)
             self._kick.bump()
 
     async def find_providers(self, name: str, deadline: float) -> list[str]:
