@@ -24,9 +24,9 @@ from tests.helpers import ECHO_PARAMS, node_config, py_tool, wait_until
 
 
 def discovering(name: str, tools: list[dict[str, Any]] | None = None, bootstrap: list[str] | None = None,
-                key_pair: Any = None, **p2p: Any) -> Node:
+                key_pair: Any = None, limits: dict[str, Any] | None = None, **p2p: Any) -> Node:
     """A node with discovery on and its own choice of p2p settings (peer exchange stays off)."""
-    config = node_config(name, tools, bootstrap, p2p={"peer_exchange": False, **p2p})
+    config = node_config(name, tools, bootstrap, p2p={"peer_exchange": False, **p2p}, limits=limits or {})
     return Node(config, key_pair=key_pair or create_new_key_pair())
 
 
@@ -129,7 +129,11 @@ def _contract(name: str) -> Any:
 
 async def test_thirty_nodes_keep_to_max_peers_and_every_node_calls_every_tool(figures):
     count, bound = 30, 8
-    settings = {"max_peers": bound, "min_peers": 3, "announce_seconds": 5, "announce_ttl_seconds": 30}
+    settings: dict[str, Any] = {"max_peers": bound, "min_peers": 3, "announce_seconds": 5,
+                                "announce_ttl_seconds": 30,
+                                # 30 nodes share one trio loop: under stress-ng a new connection's
+                                # handshakes can outlast the 5 s default (a bound against a hang here).
+                                "limits": {"connect_timeout_seconds": 60}}
     async with AsyncExitStack() as stack:
         first = discovering("n0", [py_tool("t0", "echo", ECHO_PARAMS)], **settings)
         await stack.enter_async_context(first.running())
@@ -152,7 +156,7 @@ async def test_thirty_nodes_keep_to_max_peers_and_every_node_calls_every_tool(fi
         # Every node calls a tool of a node it may never have been connected to.
         for i, node in enumerate(nodes):
             target = (i + count // 2) % count
-            routed = await node.call(f"t{target}", {"text": str(i)}, timeout=20)
+            routed = await node.call(f"t{target}", {"text": str(i)}, timeout=60)
             assert routed.result.text_output() == str(i) and routed.provider == nodes[target].peer_id
         await _each_under(nodes, bound)  # the call connections are short-lived
         counts = [len(n.connected_peers()) for n in nodes]
