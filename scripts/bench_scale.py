@@ -151,6 +151,7 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
     examples: dict[str, str] = {}
     everywhere = trio.CapacityLimiter(args.calls_in_flight)
     own0 = harness_cpu()
+    nodes0 = nodes_cpu(run)
 
     async def caller(name: str) -> None:
         session = run.session(by_name[name])
@@ -197,6 +198,7 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
                   if targets and all((c, t) in first_ok for t in targets)]
     elapsed = trio.current_time() - since
     harness = (harness_cpu() - own0) / elapsed * 100
+    nodes = (nodes_cpu(run) - nodes0) / elapsed * 100
     return {
         "seconds": round(max(first_ok.values()), 3) if len(first_ok) == pairs and first_ok else None,
         "timeoutSeconds": args.timeout,
@@ -208,7 +210,13 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
         "calls": sum(outcomes.values()), "callsPerSecond": round(sum(outcomes.values()) / elapsed, 1),
         "outcomes": dict(outcomes), "failureExamples": examples,
         "harnessCpuPercent": round(harness, 1),  # the harness shares the machine with the nodes
+        "nodesCpuPercent": round(nodes, 1),  # all node processes together: near 200 is both cores busy
     }
+
+
+def nodes_cpu(run: Run) -> float:
+    """CPU seconds all node processes have used so far (those that ended are left out)."""
+    return sum(seconds for pid in run.fleet.processes() if (seconds := cpu_seconds(pid)) is not None)
 
 
 async def idle(run: Run) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
             ("  calls made (outcomes)", f"{conv.get('calls')} {conv.get('outcomes')}"),
             ("  calls per second (all callers)", fmt(conv.get("callsPerSecond"))),
             ("  harness CPU meanwhile", fmt(conv.get("harnessCpuPercent"), " % of a core")),
+            ("  node processes CPU meanwhile", fmt(conv.get("nodesCpuPercent"), " % of a core, all together")),
         ]
     if idle and "error" not in idle:
         rows += [

@@ -19,6 +19,7 @@ from node.config import LimitsSection, P2PSection
 from node.mesh.connection_limits import ConnectionGuard, connection_config
 from node.mesh.libp2p_patches import (
     addresses_skip_closed_listeners,
+    batch_yamux_window_updates,
     disable_auto_connector,
     release_inbound_slot_on_close,
 )
@@ -42,6 +43,7 @@ def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHo
     release_inbound_slot_on_close(swarm)
     disable_auto_connector(swarm)
     ConnectionGuard(swarm, limits).install()
+    batch_yamux_window_updates(swarm)
     addresses_skip_closed_listeners(host)
     # The library's own handlers (identify, identify push, ping) can raise out of the host too:
     # identify reads the listen addresses, which raises OSError once the listener closed, so a

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
@@ -223,3 +223,50 @@ def addresses_skip_closed_listeners(host: IHost) -> None:
         return addrs
 
     host.get_transport_addrs = get_transport_addrs  # type: ignore[attr-defined,method-assign]
+
+
+def batch_yamux_window_updates(swarm: Swarm) -> None:
+    """Make one swarm's yamux streams give receive credit back once half the window is read.
+
+    **A WINDOW_UPDATE frame for every read (py-libp2p 0.8.1, `stream_muxer/yamux/yamux.py`).**
+    `YamuxStream._auto_tune_and_send_window_update(bytes_read=n)` runs after every read, and
+    whenever less than half the window has been consumed (always, for small messages) it sends
+    a WINDOW_UPDATE for the bytes just read: with `PY_YAMUX_RELEASE_ON_READ` on (its default) and,
+    through its "partial slack" branch, with it off too. GossipSub reads each RPC's length prefix
+    a byte at a time, so every message received cost an encrypted frame and a `send()` back;
+    `py-spy` on a node of a 40-node mesh found a quarter of its CPU in these updates.
+    go-yamux sends one only once half the window is consumed. On this swarm's streams the
+    method is called with `bytes_read=0`, which leaves just that rule (the library's own
+    `delta >= threshold` branch, its window auto-tuning included).
+    Tests: `tests/test_yamux_credit.py` (the canary `test_unpatched_libp2p_still_sends_an_update_per_read`
+    fails once the library batches credit itself).
+    """
+    swarm.register_notifee(_BatchedWindowUpdates())
+
+
+class _BatchedWindowUpdates(INotifee):
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        muxed = getattr(stream, "muxed_stream", None)
+        update = getattr(muxed, "_auto_tune_and_send_window_update", None)
+        if update is None:  # not a yamux stream
+            return
+
+        async def batched(*, bytes_read: int = 0) -> None:
+            await update(bytes_read=0)  # credit what was read once it is half the window
+
+        muxed._auto_tune_and_send_window_update = batched  # type: ignore[union-attr]
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
