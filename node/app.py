@@ -58,6 +58,7 @@ from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.card import CARD_PROTOCOL
 from protocols.messages import Card, ToolResponse, ToolSpec
 from protocols.peers import PEERS_PROTOCOL, PeerList
+from protocols.prune import PRUNE_PROTOCOL
 from protocols.streams import WireLimits
 from protocols.tool import TOOL_PROTOCOL
 
@@ -177,7 +178,8 @@ class Node:
         for protocol, handler in ((CARD_PROTOCOL, self.cards.serve_card_stream),
                                   (TOOL_PROTOCOL, self.service.serve_tool_stream),
                                   (CALL_PROTOCOL, self.service.serve_call_stream),
-                                  (PEERS_PROTOCOL, self.peer_exchange.serve_peers_stream)):
+                                  (PEERS_PROTOCOL, self.peer_exchange.serve_peers_stream),
+                                  (PRUNE_PROTOCOL, self.keeper.serve_prune_notice)):
             host.set_stream_handler(protocol, isolated_handler(f"serving {protocol}", handler))  # type: ignore[arg-type]
         host.get_network().register_notifee(ConnectionEvents(self._connected, self._disconnected))
         try:
@@ -280,16 +282,15 @@ class Node:
         self.connections.bump()
         self.stats.peer_disconnected(peer_id)
         self.cards.forget(peer_id)
-        if self.keeper.was_pruned(peer_id):  # we closed it for max_peers: the peer did not leave
+        if self.keeper.was_pruned(peer_id):  # closed for a connection bound (ours or the peer's): not a departure
             self.directory.unlink(peer_id)
         elif self.directory.unlink(peer_id, trio.current_time() + self._departure_grace()):
             log.info("peer %s disconnected; its tools are gone", peer_id)
 
     def _departure_grace(self) -> float:
         """How long the card of a peer that closed our connection stays offered: a peer that
-        crashed must stop being offered within seconds; one that only pruned us for its own
-        bound comes back with its next announcement (and a call to it meanwhile finds it through
-        the DHT). Without discovery: at once."""
+        crashed must stop being offered within seconds (one that pruned us for its own bound
+        said so first, and keeps its card while its announcement lasts). Without discovery: at once."""
         return DEPARTURE_GRACE if self.config.p2p.discovery else 0.0
 
     # ----- what callers use ----------------------------------------------------------

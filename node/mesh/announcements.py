@@ -106,6 +106,7 @@ class Announcements:
         self.dropped = ChangeSignal()  # bumped with `refused`
         self._last: dict[str, _Heard] = {}  # signer -> its last accepted message
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
+        self.heard = ChangeSignal()  # bumped for each announcement applied (a lease renewed counts)
         self._seq = 0
         degree, low, high = gossip_degrees(max_peers)
         # GossipSub 1.1, not 1.2: 1.2 adds IDONTWANT, which py-libp2p sends to every mesh peer for
@@ -228,6 +229,7 @@ class Announcements:
             if signer is None or signer == self.own_id:
                 continue
             self._apply(signer, msg.data)
+            self.heard.bump()
 
     def _apply(self, signer: str, data: bytes) -> None:
         now = trio.current_time()

@@ -8,7 +8,9 @@ Every `TICK` seconds (and whenever a connection opens or closes):
   (short-lived connections opened for calls and DHT queries go before long-held ones). Trimming
   to the bound itself kept every node full: each new connection cost another one, and a peer
   under `min_peers` that dialled a full one was pruned again and again. The directory keeps a
-  pruned peer's card while its announcement lasts (`PeerDirectory.unlink`);
+  pruned peer's card while its announcement lasts (`PeerDirectory.unlink`), and so does the
+  peer: the keeper tells it first (`/praxis/prune/1.0.0`, protocols/prune.py), so that it does
+  not take the closed connection for a crash;
 - under `min_peers`: dial peers the DHT's routing table or the directory knows, each with its
   own exponential backoff (`INITIAL_BACKOFF` .. `p2p.dial_backoff_max_seconds`), lifting
   py-libp2p's failed-dial block before each dial (node/mesh/dialer.py). A partition heals the
@@ -23,13 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from node.mesh.dialer import Dialer
 from node.runtime.signals import ChangeSignal
+from protocols.prune import NOTICE_TIMEOUT, PRUNE_PROTOCOL
 
 log = logging.getLogger("praxis.peers")
 
@@ -38,6 +41,8 @@ GRACE = 10.0  # seconds a new connection is never pruned
 INITIAL_BACKOFF = 1.0
 DIALS_PER_TICK = 4
 MAX_BACKOFF_ENTRIES = 4096
+NOTICE_HOLDS = 2 * NOTICE_TIMEOUT  # a peer's prune notice explains its disconnect this long after
+MAX_NOTICES = 4096
 
 
 class PeerKeeper:
@@ -63,6 +68,7 @@ class PeerKeeper:
         self.protected = protected  # bootstrap peers: never pruned
         self.candidates = candidates  # peers worth a connection, best first
         self.pruned: set[str] = set()  # closed by this keeper (their disconnect is not a departure)
+        self.notices: dict[str, float] = {}  # peer -> when it told us it prunes our connection
         self.prunes = 0
         self._backoff: dict[str, tuple[float, float]] = {}  # peer -> (next try, current backoff)
         self._opened: dict[str, float] = {}  # peer -> when we first saw its connection
@@ -78,12 +84,21 @@ class PeerKeeper:
                     await self.connections.wait_past(seen)
 
     def was_pruned(self, peer_id: str) -> bool:
-        """Was the last connection to `peer_id` closed by this keeper? (Asked once, on disconnect.)"""
+        """Was the last connection to `peer_id` closed for a connection bound, by this keeper or
+        by the peer's (it told us)? Asked once, on disconnect."""
         self._opened.pop(peer_id, None)
+        told = self.notices.pop(peer_id, -math.inf)
         if peer_id in self.pruned:
             self.pruned.discard(peer_id)
             return True
-        return False
+        return trio.current_time() - told <= NOTICE_HOLDS
+
+    async def serve_prune_notice(self, stream: INetStream) -> None:
+        """`/praxis/prune/1.0.0`: the peer is about to close our connection for its own bound."""
+        if len(self.notices) >= MAX_NOTICES:
+            self.notices.clear()
+        self.notices[stream.muxed_conn.peer_id.to_string()] = trio.current_time()
+        await stream.close()  # the peer waits for this before it closes the connection
 
     def _connected(self) -> list[str]:
         network = self.host.get_network()
@@ -108,15 +123,31 @@ class PeerKeeper:
         choices = [p for p in connected if p not in protected and not self._busy(p)
                    and now - self._opened.get(p, now) >= GRACE]
         choices.sort(key=lambda p: self._opened.get(p, math.inf), reverse=True)  # newest first
-        for peer_id in choices[:excess]:
-            self.pruned.add(peer_id)
-            self.prunes += 1
-            try:
-                await self.host.disconnect(ID.from_base58(peer_id))
-            except Exception as exc:  # already closing
-                log.debug("pruning %s: %s", peer_id, type(exc).__name__)
+        async with trio.open_nursery() as nursery:
+            for peer_id in choices[:excess]:
+                self.pruned.add(peer_id)
+                self.prunes += 1
+                nursery.start_soon(self.prune, peer_id)
         log.debug("pruned %d connection(s) over p2p.max_peers=%d (down to %d)", min(excess, len(choices)),
                   self.max_peers, self.low_water)
+
+    async def prune(self, peer_id: str) -> None:
+        """Close the connection to a peer, telling it first that it is a prune (see protocols/prune.py)."""
+        peer = ID.from_base58(peer_id)
+        with trio.move_on_after(NOTICE_TIMEOUT):
+            try:
+                if self.host.get_network().get_connections(peer):  # never a dial just to say goodbye
+                    stream = await self.host.new_stream(peer, [PRUNE_PROTOCOL])  # type: ignore[list-item]
+                    try:
+                        await stream.read(1)  # returns (or raises) once the peer closed its end
+                    finally:
+                        await stream.reset()
+            except Exception as exc:  # a peer without the protocol (the Go node), or gone already
+                log.debug("prune notice to %s: %s", peer_id, type(exc).__name__)
+        try:
+            await self.host.disconnect(peer)
+        except Exception as exc:  # already closing
+            log.debug("pruning %s: %s", peer_id, type(exc).__name__)
 
     def _busy(self, peer_id: str) -> bool:
         """A tool call is running on one of this peer's connections."""
