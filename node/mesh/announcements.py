@@ -45,7 +45,12 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from node.mesh.directory import PeerDirectory
-from node.mesh.libp2p_patches import forget_failed_dial, pubsub_rides_existing_connections
+from node.mesh.libp2p_patches import (
+    forget_failed_dial,
+    pubsub_rides_existing_connections,
+    pubsub_sends_no_peer_records,
+    pubsub_skips_cache_replays,
+)
 from node.mesh.peer_addresses import remember_card_addrs
 from node.mesh.stream_guard import guarded
 from node.runtime.rate import RateWindow
@@ -120,6 +125,8 @@ class Announcements:
         self.pubsub = Pubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC_BYTES,
                              max_subscriptions_per_peer=4, allowed_topics={CARDS_TOPIC})
         pubsub_rides_existing_connections(self.pubsub)
+        pubsub_skips_cache_replays(self.pubsub)
+        pubsub_sends_no_peer_records(self.pubsub)
         for protocol in self.router.get_protocols():  # the library's handler, unable to end the node
             host.set_stream_handler(protocol, guarded("pubsub", self.pubsub.stream_handler))
         self.pubsub.set_topic_validator(CARDS_TOPIC, self._validate, False)

@@ -200,6 +200,44 @@ def pubsub_rides_existing_connections(pubsub: Any) -> None:
     pubsub._handle_new_peer = handle_new_peer_if_connected
 
 
+def pubsub_skips_cache_replays(pubsub: Any) -> None:
+    """Make one Pubsub leave its message cache to itself when a peer subscribes.
+
+    **Every new pubsub peer is sent the whole message cache (py-libp2p 0.8.1, `pubsub/pubsub.py`
+    `_replay_recent_messages`, not in the GossipSub spec).** Each message of the last
+    `gossip_window` heartbeats goes out again, one RPC each, to every peer whose subscription
+    arrives, and connections come and go all the time here (calls, DHT walks, the keeper's trims).
+    `py-spy` on a node of a 40-node mesh while it converged: a fifth of its CPU in these replays,
+    and more at the receivers (each RPC's peer record checked, each message's signature). An
+    announcement repeats every period anyway, and a tool not yet announced is found through the
+    DHT; on this instance the replay does nothing.
+    Test: `tests/test_pubsub_patches.py` (with a canary that fails once the library stops replaying).
+    """
+
+    async def no_replay(peer_id: ID, topic: str) -> None:
+        return None
+
+    pubsub._replay_recent_messages = no_replay
+
+
+def pubsub_sends_no_peer_records(pubsub: Any) -> None:
+    """Make one Pubsub send its RPCs without the signed peer record py-libp2p adds to each.
+
+    **A signed peer record in every RPC (py-libp2p 0.8.1; go-libp2p sends one only with peer
+    exchange).** The receiver checks its Ed25519 signature for every RPC (`crypto_sign_open` was
+    7% of a busy node's CPU). Peers learn our addresses from identify on each connection and
+    from our card; on this instance the record is left out of what is written.
+    Test: `tests/test_pubsub_patches.py`.
+    """
+    write_msg = pubsub.write_msg
+
+    async def write_without_record(stream: Any, rpc: Any) -> bool:
+        rpc.ClearField("senderRecord")
+        return bool(await write_msg(stream, rpc))
+
+    pubsub.write_msg = write_without_record
+
+
 def addresses_skip_closed_listeners(host: IHost) -> None:
     """Make one host's address list leave out listeners that are closing instead of raising.
 

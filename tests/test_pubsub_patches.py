@@ -1,0 +1,102 @@
+"""GossipSub as a node runs it (node.mesh.libp2p_patches): no message-cache replay to a peer that
+subscribes, and no signed peer record in every RPC. Real py-libp2p hosts and Pubsub on 127.0.0.1;
+each test has a canary that fails once py-libp2p changes what the workaround is for."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from node.mesh.host import full_addrs, parse_peer_addr
+from node.mesh.libp2p_patches import pubsub_sends_no_peer_records, pubsub_skips_cache_replays
+from tests.raw_peer import raw_host
+
+TOPIC = "/test/topic"
+Patch = Callable[[Pubsub], None]
+
+
+def no_patch(pubsub: Pubsub) -> None:
+    return None
+
+
+@asynccontextmanager
+async def pubsub_on(host: IHost, patch: Patch) -> AsyncIterator[Pubsub]:
+    router = GossipSub([PROTOCOL_ID_V11], degree=1, degree_low=1, degree_high=2, heartbeat_interval=1)
+    pubsub = Pubsub(host, router, strict_signing=True)
+    patch(pubsub)
+    async with background_trio_service(pubsub), background_trio_service(router):
+        await pubsub.wait_until_ready()
+        yield pubsub
+
+
+async def what_a_late_subscriber_gets(patch: Patch) -> list[bytes]:
+    """`first` publishes "before", then a second node subscribes and connects, then "after":
+    what the second node receives, in order, up to "after"."""
+    async with raw_host() as h1, raw_host() as h2, pubsub_on(h1, patch) as first, \
+            pubsub_on(h2, no_patch) as second:
+        await first.subscribe(TOPIC)
+        await first.publish(TOPIC, b"before")  # in first's message cache, sent to nobody
+        subscription = await second.subscribe(TOPIC)
+        with trio.fail_after(10):  # bounds against a hang, not speed
+            await h2.connect(parse_peer_addr(full_addrs(h1)[0]))
+            await first.wait_for_subscription(h2.get_id(), TOPIC, timeout=10)
+            await first.wait_for_mesh(h2.get_id(), TOPIC, timeout=10)  # else a publish may reach nobody
+            await first.publish(TOPIC, b"after")
+            got: list[bytes] = []
+            while b"after" not in got:
+                got.append((await subscription.get()).data)
+        return got
+
+
+async def records_in_rpcs(patch: Patch) -> list[bool]:
+    """For each RPC a node writes while it publishes to a peer: did it carry a peer record?"""
+    carried: list[bool] = []
+
+    def recording(pubsub: Pubsub) -> None:
+        write_msg = pubsub.write_msg
+
+        async def record(stream: Any, rpc: Any) -> bool:
+            carried.append(rpc.HasField("senderRecord"))
+            return await write_msg(stream, rpc)
+
+        pubsub.write_msg = record  # type: ignore[method-assign,assignment]
+        patch(pubsub)  # outside the recorder: the recorder sees what is written
+
+    async with raw_host() as h1, raw_host() as h2, pubsub_on(h1, recording) as first, \
+            pubsub_on(h2, no_patch) as second:
+        await first.subscribe(TOPIC)
+        subscription = await second.subscribe(TOPIC)
+        with trio.fail_after(10):
+            await h2.connect(parse_peer_addr(full_addrs(h1)[0]))
+            await first.wait_for_subscription(h2.get_id(), TOPIC, timeout=10)
+            await first.wait_for_mesh(h2.get_id(), TOPIC, timeout=10)  # else a publish may reach nobody
+            await first.publish(TOPIC, b"hello")
+            assert (await subscription.get()).data == b"hello"
+    return carried
+
+
+async def test_a_peer_that_subscribes_is_not_sent_the_message_cache():
+    assert await what_a_late_subscriber_gets(pubsub_skips_cache_replays) == [b"after"]
+
+
+async def test_unpatched_libp2p_still_replays_its_message_cache():
+    """The canary: fails once py-libp2p no longer replays (then drop the workaround)."""
+    assert await what_a_late_subscriber_gets(no_patch) == [b"before", b"after"]
+
+
+async def test_rpcs_go_out_without_a_peer_record():
+    carried = await records_in_rpcs(pubsub_sends_no_peer_records)
+    assert carried and not any(carried)
+
+
+async def test_unpatched_libp2p_still_sends_a_peer_record_in_each_rpc():
+    """The canary: fails once py-libp2p stops adding the record (then drop the workaround)."""
+    carried = await records_in_rpcs(no_patch)
+    assert carried and all(carried)
