@@ -209,6 +209,8 @@ async def converge(run: Run, since: float) -> dict[str, Any]:
         "callersAllOk": len(per_caller),
         "calls": sum(outcomes.values()), "callsPerSecond": round(sum(outcomes.values()) / elapsed, 1),
         "outcomes": dict(outcomes), "failureExamples": examples,
+        "slowestPairs": [{"caller": c, "target": t, "seconds": round(sec, 3)}
+                         for (c, t), sec in sorted(first_ok.items(), key=lambda kv: -kv[1])[:5]],
         "harnessCpuPercent": round(harness, 1),  # the harness shares the machine with the nodes
         "nodesCpuPercent": round(nodes, 1),  # all node processes together: near 200 is both cores busy
     }

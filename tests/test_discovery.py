@@ -13,11 +13,13 @@ import statistics
 from contextlib import AsyncExitStack
 from typing import Any
 
+import mcp
 import pytest
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from mcp.shared.exceptions import MCPError
 
 from node.app import DEPARTURE_GRACE, Node
 from node.mesh.host import parse_peer_addr
@@ -28,9 +30,11 @@ from tests.raw_peer import raw_host
 
 
 def discovering(name: str, tools: list[dict[str, Any]] | None = None, bootstrap: list[str] | None = None,
-                key_pair: Any = None, limits: dict[str, Any] | None = None, **p2p: Any) -> Node:
+                key_pair: Any = None, limits: dict[str, Any] | None = None, mcp_section: dict[str, Any] | None = None,
+                **p2p: Any) -> Node:
     """A node with discovery on and its own choice of p2p settings (peer exchange stays off)."""
-    config = node_config(name, tools, bootstrap, p2p={"peer_exchange": False, **p2p}, limits=limits or {})
+    config = node_config(name, tools, bootstrap, p2p={"peer_exchange": False, **p2p}, limits=limits or {},
+                         mcp=mcp_section or {})
     return Node(config, key_pair=key_pair or create_new_key_pair())
 
 
@@ -38,28 +42,49 @@ def knows(node: Node, tool: str) -> bool:
     return tool in node.router.tools()
 
 
+async def _two_hops_from_far_echo(stack: AsyncExitStack, **a_sections: Any) -> tuple[Node, Node]:
+    """C serves `far_echo`; B bootstraps from C and holds C's provider record; A (with
+    `a_sections`) bootstraps from B, is never connected to C and knows nothing of `far_echo`.
+    No announcements after start-up: only the DHT can tell A. Returns (A, C)."""
+    quiet = {"announce_seconds": 3600, "min_peers": 1}
+    c = discovering("c", [py_tool("far_echo", "echo", ECHO_PARAMS)], **quiet)
+    await stack.enter_async_context(c.running())
+    b = discovering("b", bootstrap=c.addrs[:1], **quiet)
+    await stack.enter_async_context(b.running())
+    assert c.dht is not None and b.dht is not None
+    # C's provider record is stored on B once B is in C's routing table.
+    b_dht = b.dht
+    await wait_until(lambda: b_dht.holds_record("far_echo", c.peer_id), b_dht.records_changed, timeout=15)
+    a = discovering("a", bootstrap=b.addrs[:1], **quiet, **a_sections)
+    await stack.enter_async_context(a.running())
+    await wait_until(lambda: b.peer_id in a.connected_peers(), a.connections)
+    assert not knows(a, "far_echo") and c.peer_id not in a.connected_peers()
+    assert a.lookup is not None and a.lookup.lookups == 0
+    return a, c
+
+
 async def test_a_tool_on_a_node_never_connected_is_found_through_the_dht_and_called(figures):
-    quiet = {"announce_seconds": 3600, "min_peers": 1}  # no announcement after start-up: only the DHT
     async with AsyncExitStack() as stack:
-        c = discovering("c", [py_tool("far_echo", "echo", ECHO_PARAMS)], **quiet)
-        await stack.enter_async_context(c.running())
-        b = discovering("b", bootstrap=c.addrs[:1], **quiet)
-        await stack.enter_async_context(b.running())
-        assert c.dht is not None and b.dht is not None
-        # C's provider record is stored on B once B is in C's routing table.
-        b_dht = b.dht
-        await wait_until(lambda: b_dht.holds_record("far_echo", c.peer_id), b_dht.records_changed, timeout=15)
-        a = discovering("a", bootstrap=b.addrs[:1], **quiet)
-        await stack.enter_async_context(a.running())
-        await wait_until(lambda: b.peer_id in a.connected_peers(), a.connections)
-        assert not knows(a, "far_echo") and c.peer_id not in a.connected_peers()
-        assert a.lookup is not None and a.lookup.lookups == 0
+        a, c = await _two_hops_from_far_echo(stack)
         started = trio.current_time()
         routed = await a.call("far_echo", {"text": "found"}, timeout=20)
         took = trio.current_time() - started
         assert routed.provider == c.peer_id and routed.result.text_output() == "found"
-        assert a.lookup.lookups == 1 and knows(a, "far_echo")
+        assert a.lookup is not None and a.lookup.lookups == 1 and knows(a, "far_echo")
         figures(f"discovery: a tool on a node never connected found through the DHT and called in {took:.3f} s")
+
+
+async def test_an_mcp_client_calls_a_tool_not_announced_to_its_node_yet():
+    async with AsyncExitStack() as stack:
+        a, _ = await _two_hops_from_far_echo(stack, mcp_section={"enabled": True, "port": 0})
+        async with mcp.Client(a.mcp_url, mode="legacy") as client:
+            assert "far_echo" not in {t.name for t in (await client.list_tools(cache_mode="bypass")).tools}
+            result = await client.call_tool("far_echo", {"text": "found"})
+            assert not result.is_error and result.content[0].text == "found"  # type: ignore[union-attr]
+            assert "far_echo" in {t.name for t in (await client.list_tools(cache_mode="bypass")).tools}
+            with pytest.raises(MCPError, match="unknown tool 'nowhere'"):  # found nowhere: still refused
+                await client.call_tool("nowhere", {})
+        assert a.lookup is not None and a.lookup.lookups == 2
 
 
 async def test_a_card_change_reaches_a_node_three_hops_away_through_gossipsub(figures):

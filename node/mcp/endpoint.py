@@ -58,7 +58,7 @@ from node.config import McpSection, is_loopback
 from node.mcp.client_events import ClientEvents, connection_of, set_session_log_level
 from node.mcp.http import CLIENT_GONE, ASGIApp, bearer_guard, noting_disconnects, observing, origin_guard
 from node.mcp.mesh import Mesh, MeshEntry, Provider
-from node.mcp.names import mcp_names
+from node.mcp.names import is_mcp_name, mcp_names
 from node.mcp.schemas import schema_problem
 from protocols.call_events import LOG_LEVELS
 from protocols.errors import Cancelled, InvalidArguments, PraxisError, ToolNotFound
@@ -232,6 +232,8 @@ class MeshMcpEndpoint:
     ) -> mcp_types.CallToolResult:
         self._remember(ctx)
         found = self._mesh_listing().get(params.name)
+        if found is None and is_mcp_name(params.name) and await self.mesh.find(params.name):
+            found = self._mesh_listing().get(params.name)  # not announced to us yet: the DHT knew it
         if found is None:
             message = f"unknown tool {params.name[:64]!r}: tools/list names every tool of the mesh"
             self.mesh.call_refused(params.name, ToolNotFound(message))

@@ -48,6 +48,11 @@ class Mesh(Protocol):
         """Every tool of the mesh, by the name callers use."""
         ...
 
+    async def find(self, name: str) -> bool:
+        """Look up a tool `tools()` does not list (not announced to this node yet); True when the
+        mesh knows it now."""
+        ...
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None,
         events: CallEvents = NO_EVENTS, timeout: float | None = None,

@@ -17,6 +17,11 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
+def is_mcp_name(name: str) -> bool:
+    """Is `name` a valid MCP tool name (and so its own mesh name, when the mesh has it)?"""
+    return _VALID.fullmatch(name) is not None
+
+
 def mcp_names(mesh_names: list[str] | set[str]) -> dict[str, str]:
     """MCP name -> mesh name, for every mesh tool. Deterministic for a given set of names.
 

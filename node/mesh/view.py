@@ -60,7 +60,7 @@ from prometheus_client.metrics_core import Metric
 
 from node.mcp.mesh import MeshEntry, Provider
 from node.mesh.directory import PeerDirectory
-from node.mesh.router import LOCAL, Routed, Router
+from node.mesh.router import LOCAL, LOOKUP_SHARE, Routed, Router
 from node.mesh.stats import MADE, WINDOW_CALLS, WINDOW_SECONDS, MeshStats, RecentCall, engine_queue
 from node.runtime.signals import ChangeSignal
 from node.runtime.tracing import SpanKind, Tracing
@@ -133,6 +133,13 @@ class MeshView:
                 raise
             record.succeeded(routed.result, routed.provider)
             return routed
+
+    async def find(self, name: str) -> bool:
+        """Look up a tool no peer is known to offer (the DHT), within the router's share of the
+        call timeout; True when the mesh knows it now. False at once without discovery."""
+        if self.router.lookup is None:
+            return False
+        return await self.router.lookup(name, trio.current_time() + self.call_timeout * LOOKUP_SHARE)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], *, traceparent: str | None = None,
