@@ -125,8 +125,6 @@ class PeerKeeper:
         choices.sort(key=lambda p: self._opened.get(p, math.inf), reverse=True)  # newest first
         async with trio.open_nursery() as nursery:
             for peer_id in choices[:excess]:
-                self.pruned.add(peer_id)
-                self.prunes += 1
                 nursery.start_soon(self.prune, peer_id)
         log.debug("pruned %d connection(s) over p2p.max_peers=%d (down to %d)", min(excess, len(choices)),
                   self.max_peers, self.low_water)
@@ -134,6 +132,8 @@ class PeerKeeper:
     async def prune(self, peer_id: str) -> None:
         """Close the connection to a peer, telling it first that it is a prune (see protocols/prune.py)."""
         peer = ID.from_base58(peer_id)
+        self.pruned.add(peer_id)  # its disconnect is then no departure, here either
+        self.prunes += 1
         with trio.move_on_after(NOTICE_TIMEOUT):
             try:
                 if self.host.get_network().get_connections(peer):  # never a dial just to say goodbye
