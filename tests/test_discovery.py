@@ -224,12 +224,18 @@ async def _pruned_by(pruner: Node, pruned: Node, prune: Any) -> float:
     return entry.announced_until - trio.current_time()
 
 
+async def _a_with_a_tool_and_b(stack: AsyncExitStack) -> tuple[Node, Node]:
+    """A serves `a_echo`; B bootstraps from A."""
+    a = discovering("a", [py_tool("a_echo", "echo", ECHO_PARAMS)])
+    await stack.enter_async_context(a.running())
+    b = discovering("b", bootstrap=a.addrs[:1])
+    await stack.enter_async_context(b.running())
+    return a, b
+
+
 async def test_a_peer_pruned_for_a_bound_keeps_offering_the_pruners_tools():
     async with AsyncExitStack() as stack:
-        a = discovering("a", [py_tool("a_echo", "echo", ECHO_PARAMS)])
-        await stack.enter_async_context(a.running())
-        b = discovering("b", bootstrap=a.addrs[:1])
-        await stack.enter_async_context(b.running())
+        a, b = await _a_with_a_tool_and_b(stack)
         kept = await _pruned_by(a, b, a.keeper.prune)  # told first (/praxis/prune/1.0.0)
         assert kept > DEPARTURE_GRACE  # under the announcement's lease, not the departure grace
         assert knows(b, "a_echo")
@@ -237,10 +243,7 @@ async def test_a_peer_pruned_for_a_bound_keeps_offering_the_pruners_tools():
 
 async def test_a_peer_that_closes_without_a_notice_stops_being_offered_within_seconds():
     async with AsyncExitStack() as stack:
-        a = discovering("a", [py_tool("a_echo", "echo", ECHO_PARAMS)])
-        await stack.enter_async_context(a.running())
-        b = discovering("b", bootstrap=a.addrs[:1])
-        await stack.enter_async_context(b.running())
+        a, b = await _a_with_a_tool_and_b(stack)
 
         async def close_without_notice(peer_id: str) -> None:  # as a crashed peer's connection ends
             await a.host.disconnect(ID.from_base58(peer_id))

@@ -38,13 +38,14 @@ import time
 from collections import Counter
 from typing import Any
 
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import INetConn, INetStream, INetwork
 from libp2p.network.config import LOW_WATERMARK, ConnectionConfig
 from libp2p.network.swarm import Swarm
 from libp2p.rcmgr import Direction
 from multiaddr import Multiaddr
 
 from node.config import LimitsSection
+from node.mesh.notifee import Notifee
 
 log = logging.getLogger("praxis.connections")
 
@@ -97,7 +98,7 @@ class _RefusalLog:
         self._windows[kind] = (start, logged, unlogged)
 
 
-class ConnectionGuard(INotifee):
+class ConnectionGuard(Notifee):
     """Enforces `limits` on one swarm; `install()` hooks it into that swarm instance only."""
 
     def __init__(self, swarm: Swarm, limits: LimitsSection) -> None:
@@ -179,18 +180,6 @@ class ConnectionGuard(INotifee):
         # leak both: tag it as the library would.
         stream._direction = Direction.OUTBOUND if outbound else Direction.INBOUND  # type: ignore[attr-defined]
         await stream.reset()
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
 
 
 def _remote_ip(read_write_closer: Any) -> str:

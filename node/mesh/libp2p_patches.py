@@ -30,11 +30,13 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetStream, INetwork
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
+
+from node.mesh.notifee import Notifee
 
 _PATCHED = "_praxis_releases_inbound_slots"
 
@@ -282,7 +284,7 @@ def batch_yamux_window_updates(swarm: Swarm) -> None:
     swarm.register_notifee(_BatchedWindowUpdates())
 
 
-class _BatchedWindowUpdates(INotifee):
+class _BatchedWindowUpdates(Notifee):
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         muxed = getattr(stream, "muxed_stream", None)
         update = getattr(muxed, "_auto_tune_and_send_window_update", None)
@@ -293,18 +295,3 @@ class _BatchedWindowUpdates(INotifee):
             await update(bytes_read=0)  # credit what was read once it is half the window
 
         muxed._auto_tune_and_send_window_update = batched  # type: ignore[union-attr]
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None

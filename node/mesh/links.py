@@ -12,13 +12,13 @@ import logging
 from collections.abc import Callable
 
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork
 from libp2p.peer.id import ID
-from multiaddr import Multiaddr
 
 from node.mesh.call_streams import CallStreams
 from node.mesh.dialer import is_connected
 from node.mesh.host import full_addrs
+from node.mesh.notifee import Notifee
 from node.mesh.stats import MeshStats
 from protocols.call_events import NO_EVENTS, CallEvents
 from protocols.errors import PeerUnreachable, ToolTimeout
@@ -136,7 +136,7 @@ def connection_direction(conn: INetConn) -> str:
     return "unknown" if initiator is None else ("outbound" if initiator else "inbound")
 
 
-class ConnectionEvents(INotifee):
+class ConnectionEvents(Notifee):
     """libp2p's connection events, as two callbacks: a peer connected; a peer's last
     connection closed."""
 
@@ -151,15 +151,3 @@ class ConnectionEvents(INotifee):
         peer = conn.muxed_conn.peer_id
         if not [c for c in network.get_connections(peer) if c is not conn]:
             self._disconnected(peer.to_string())
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
