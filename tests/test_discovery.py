@@ -175,7 +175,7 @@ async def test_thirty_nodes_keep_to_max_peers_and_every_node_calls_every_tool(fi
             nodes.append(node)
         up = trio.current_time()
         names = {f"t{i}" for i in range(count)}
-        with trio.move_on_after(240) as waited:  # one bound against a hang for all (70-110 s here)
+        with trio.move_on_after(240) as waited:  # one bound against a hang for all (21-83 s here)
             for node in nodes:
                 await wait_until(lambda n=node: names <= set(n.router.tools()), node.directory.changed,
                                  timeout=math.inf)
