@@ -199,11 +199,13 @@ async def test_thirty_nodes_keep_to_max_peers_and_every_node_calls_every_tool(fi
 
 async def _each_under(nodes: list[Node], bound: int) -> None:
     """Every node comes down to `bound` connections (a new short-lived one may open meanwhile)."""
-    with trio.move_on_after(60) as waited:  # one bound for all the nodes
+    with trio.move_on_after(120) as waited:  # one bound against a hang for all the nodes (a few s here)
         for node in nodes:
             await wait_until(lambda n=node: len(n.connected_peers()) <= bound, node.connections, timeout=math.inf)
-    over = {n.config.agent.name: len(n.connected_peers()) for n in nodes if len(n.connected_peers()) > bound}
-    assert not waited.cancelled_caught, f"connections over {bound} after 60 s: {over}"
+    over = {n.config.agent.name: {"connections": len(n.connected_peers()), "protected": len(n.keeper.protected()),
+                                  "prunes": n.keeper.prunes}
+            for n in nodes if len(n.connected_peers()) > bound}
+    assert not waited.cancelled_caught, f"connections over {bound} after 120 s: {over}"
 
 
 def _unknown(nodes: list[Node], names: set[str]) -> dict[str, list[str]]:

@@ -41,6 +41,7 @@ GRACE = 10.0  # seconds a new connection is never pruned
 INITIAL_BACKOFF = 1.0
 DIALS_PER_TICK = 4
 MAX_BACKOFF_ENTRIES = 4096
+DISCONNECT_TIMEOUT = 5.0
 NOTICE_HOLDS = 2 * NOTICE_TIMEOUT  # a peer's prune notice explains its disconnect this long after
 MAX_NOTICES = 4096
 
@@ -144,10 +145,13 @@ class PeerKeeper:
                         await stream.reset()
             except Exception as exc:  # a peer without the protocol (the Go node), or gone already
                 log.debug("prune notice to %s: %s", peer_id, type(exc).__name__)
-        try:
-            await self.host.disconnect(peer)
-        except Exception as exc:  # already closing
-            log.debug("pruning %s: %s", peer_id, type(exc).__name__)
+        with trio.move_on_after(DISCONNECT_TIMEOUT) as scope:  # the keeper's loop waits for its prunes
+            try:
+                await self.host.disconnect(peer)
+            except Exception as exc:  # already closing
+                log.debug("pruning %s: %s", peer_id, type(exc).__name__)
+        if scope.cancelled_caught:
+            log.debug("pruning %s: not closed within %g s", peer_id, DISCONNECT_TIMEOUT)
 
     def _busy(self, peer_id: str) -> bool:
         """A tool call is running on one of this peer's connections."""
