@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import multiaddr
 import trio
+from libp2p import new_host
 from libp2p.abc import IHost, INetStream, ISubscriptionAPI
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.tools.anyio_service import background_trio_service
 
@@ -46,20 +51,38 @@ def wire_card(peer_id: str, name: str, tools: int = 1) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def raw_pubsub(host: IHost, victim: IHost, topic: str) -> AsyncIterator[tuple[Pubsub, ISubscriptionAPI]]:
-    """py-libp2p's own GossipSub on `host`, connected to `victim`, and its subscription to `topic`; it
-    signs what it publishes with `host`'s key. Its 10-a-second limit on its own messages is lifted."""
+async def running_pubsub(host: IHost, prepare: Callable[[Pubsub], None] = lambda pubsub: None) -> AsyncIterator[Pubsub]:
+    """py-libp2p's own GossipSub on `host`, running (`prepare` may change the Pubsub before it
+    starts); it signs what it publishes with `host`'s key. Its 10-a-second limit on its own
+    messages is lifted."""
     router = GossipSub([PROTOCOL_ID_V11], 6, 4, 12, heartbeat_interval=1, max_messages_per_topic_per_second=1e6)
     pubsub = Pubsub(host, router)
+    prepare(pubsub)
     async with background_trio_service(pubsub), background_trio_service(router):
         await pubsub.wait_until_ready()
+        yield pubsub
+
+
+@asynccontextmanager
+async def raw_pubsub(host: IHost, victim: IHost, topic: str) -> AsyncIterator[tuple[Pubsub, ISubscriptionAPI]]:
+    """`running_pubsub` on `host`, connected to `victim` once `victim` subscribes to `topic`
+    too, and its own subscription to `topic`."""
+    async with running_pubsub(host) as pubsub:
         subscription = await pubsub.subscribe(topic)
         with trio.fail_after(10):
             await host.connect(PeerInfo(victim.get_id(), victim.get_addrs()))
             await pubsub.wait_for_peer(victim.get_id())
             while victim.get_id() not in pubsub.peer_topics.get(topic, set()):
-                await trio.sleep(0.05)  # pubsub has no event for a peer's subscription; bounded above
+                await trio.sleep(0.05)  # bounded above; pubsub's wait_for_subscription missed it in CI
         yield pubsub, subscription
+
+
+def bare_host(config: ConnectionConfig) -> IHost:
+    """A py-libp2p host as build_host makes it, minus the node's limits and the workarounds."""
+    key_pair = create_new_key_pair()
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise}, muxer_preference="YAMUX",
+                    connection_config=config)
 
 
 async def open_stream(host: IHost, addr: str, protocol: str) -> INetStream:

@@ -4,19 +4,15 @@ each test has a canary that fails once py-libp2p changes what the workaround is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.tools.anyio_service import background_trio_service
 
 from node.mesh.host import full_addrs, parse_peer_addr
 from node.mesh.libp2p_patches import pubsub_sends_no_peer_records, pubsub_skips_cache_replays
-from tests.raw_peer import raw_host
+from tests.raw_peer import raw_host, running_pubsub
 
 TOPIC = "/test/topic"
 Patch = Callable[[Pubsub], None]
@@ -26,21 +22,11 @@ def no_patch(pubsub: Pubsub) -> None:
     return None
 
 
-@asynccontextmanager
-async def pubsub_on(host: IHost, patch: Patch) -> AsyncIterator[Pubsub]:
-    router = GossipSub([PROTOCOL_ID_V11], degree=1, degree_low=1, degree_high=2, heartbeat_interval=1)
-    pubsub = Pubsub(host, router, strict_signing=True)
-    patch(pubsub)
-    async with background_trio_service(pubsub), background_trio_service(router):
-        await pubsub.wait_until_ready()
-        yield pubsub
-
-
 async def what_a_late_subscriber_gets(patch: Patch) -> list[bytes]:
     """`first` publishes "before", then a second node subscribes and connects, then "after":
     what the second node receives, in order, up to "after"."""
-    async with raw_host() as h1, raw_host() as h2, pubsub_on(h1, patch) as first, \
-            pubsub_on(h2, no_patch) as second:
+    async with raw_host() as h1, raw_host() as h2, running_pubsub(h1, patch) as first, \
+            running_pubsub(h2, no_patch) as second:
         await first.subscribe(TOPIC)
         await first.publish(TOPIC, b"before")  # in first's message cache, sent to nobody
         subscription = await second.subscribe(TOPIC)
@@ -69,8 +55,8 @@ async def records_in_rpcs(patch: Patch) -> list[bool]:
         pubsub.write_msg = record  # type: ignore[method-assign,assignment]
         patch(pubsub)  # outside the recorder: the recorder sees what is written
 
-    async with raw_host() as h1, raw_host() as h2, pubsub_on(h1, recording) as first, \
-            pubsub_on(h2, no_patch) as second:
+    async with raw_host() as h1, raw_host() as h2, running_pubsub(h1, recording) as first, \
+            running_pubsub(h2, no_patch) as second:
         await first.subscribe(TOPIC)
         subscription = await second.subscribe(TOPIC)
         with trio.fail_after(10):

@@ -13,8 +13,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.network.config import ConnectionConfig
 
 from node.mesh.host import full_addrs
-from tests.hardening.test_connections import bare_host
-from tests.raw_peer import open_stream, raw_host
+from tests.raw_peer import bare_host, open_stream, raw_host
 
 SINK_PROTOCOL = "/test/sink/1.0.0"
 SMALL = [100] * 200  # 20 KB in small messages, as GossipSub RPCs arrive: far under half a window

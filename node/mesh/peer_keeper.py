@@ -136,15 +136,7 @@ class PeerKeeper:
         self.pruned.add(peer_id)  # its disconnect is then no departure, here either
         self.prunes += 1
         with trio.move_on_after(NOTICE_TIMEOUT):
-            try:
-                if self.host.get_network().get_connections(peer):  # never a dial just to say goodbye
-                    stream = await self.host.new_stream(peer, [PRUNE_PROTOCOL])  # type: ignore[list-item]
-                    try:
-                        await stream.read(1)  # returns (or raises) once the peer closed its end
-                    finally:
-                        await stream.reset()
-            except Exception as exc:  # a peer without the protocol (the Go node), or gone already
-                log.debug("prune notice to %s: %s", peer_id, type(exc).__name__)
+            await self._tell_pruned(peer)
         with trio.move_on_after(DISCONNECT_TIMEOUT) as scope:  # the keeper's loop waits for its prunes
             try:
                 await self.host.disconnect(peer)
@@ -152,6 +144,22 @@ class PeerKeeper:
                 log.debug("pruning %s: %s", peer_id, type(exc).__name__)
         if scope.cancelled_caught:
             log.debug("pruning %s: not closed within %g s", peer_id, DISCONNECT_TIMEOUT)
+
+    async def _tell_pruned(self, peer: ID) -> None:
+        """Send the prune notice and wait for the peer to close its end (never a dial just for it)."""
+        if not self.host.get_network().get_connections(peer):
+            return
+        try:
+            stream = await self.host.new_stream(peer, [PRUNE_PROTOCOL])  # type: ignore[list-item]
+        except Exception as exc:  # a peer without the protocol (the Go node), or gone already
+            log.debug("prune notice to %s: %s", peer, type(exc).__name__)
+            return
+        try:
+            await stream.read(1)  # returns (or raises) once the peer closed its end
+        except Exception as exc:  # reset or gone: it will see the connection close either way
+            log.debug("prune notice to %s: %s", peer, type(exc).__name__)
+        finally:
+            await stream.reset()
 
     def _busy(self, peer_id: str) -> bool:
         """A tool call is running on one of this peer's connections."""

@@ -18,15 +18,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import multiaddr
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.swarm import Swarm
 from libp2p.rcmgr import Direction
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from node.config import LimitsSection
 from node.mesh.connection_limits import connection_config
@@ -35,7 +30,7 @@ from node.mesh.libp2p_patches import release_inbound_slot_on_close
 from protocols.tool import TOOL_PROTOCOL
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_all_know
 from tests.processes import CLI, ROOT, node_process, write_config
-from tests.raw_peer import call_tool, connect_from, open_stream, raw_host, read_line, stream_ends
+from tests.raw_peer import bare_host, call_tool, connect_from, open_stream, raw_host, read_line, stream_ends
 
 ECHO = [py_tool("echo", "echo", ECHO_PARAMS)]
 LINE_PROTOCOL = "/test/line/1.0.0"
@@ -46,14 +41,6 @@ LOG = "praxis.connections"
 
 
 # ----- helpers -------------------------------------------------------------------------
-
-
-def bare_host(config: ConnectionConfig) -> IHost:
-    """A py-libp2p host as build_host makes it, minus the node's limits and the workaround."""
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise}, muxer_preference="YAMUX",
-                    connection_config=config)
 
 
 def swarm_of(host: IHost) -> Swarm:
