@@ -23,7 +23,9 @@ from libp2p.peer.peerinfo import PeerInfo
 from mcp.shared.exceptions import MCPError
 
 from node.app import DEPARTURE_GRACE, Node
+from node.mesh import announcements as announcing
 from node.mesh.host import parse_peer_addr
+from protocols.announce import CARDS_TOPIC
 from protocols.errors import PeerUnreachable, ToolTimeout
 from tests.helpers import ECHO_PARAMS, node_config, py_tool, wait_until
 from tests.raw_peer import raw_host
@@ -108,6 +110,69 @@ async def test_a_card_change_reaches_a_node_three_hops_away_through_gossipsub(fi
         routed = await a.call("new_tool", {"text": "three hops"}, timeout=20)
         assert routed.provider == d.peer_id and routed.result.text_output() == "three hops"
         figures(f"discovery: a card change reached a node 3 hops away through GossipSub in {took:.3f} s")
+
+
+async def test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer(monkeypatch):
+    """C joins through B; A, in B's GossipSub mesh, hears C's announcement: the one C makes once
+    its mesh has a peer. The repeats after start are pushed out of reach and the one made at start
+    reaches nobody (no connection yet), so without that announcement A hears none from C."""
+    monkeypatch.setattr(announcing, "EARLY_REPEATS", (3600.0,))
+    quiet = {"announce_seconds": 3600, "min_peers": 1, "max_peers": 2, "provide_refresh_seconds": 3600}
+    async with AsyncExitStack() as stack:
+        b = discovering("b", **quiet)
+        await stack.enter_async_context(b.running())
+        a = discovering("a", bootstrap=b.addrs[:1], **quiet)
+        await stack.enter_async_context(a.running())
+        assert a.announcements is not None and b.announcements is not None
+        await a.announcements.router.wait_for_mesh(ID.from_base58(b.peer_id), CARDS_TOPIC, timeout=10)
+        await b.announcements.router.wait_for_mesh(ID.from_base58(a.peer_id), CARDS_TOPIC, timeout=10)
+        c = discovering("c", [py_tool("c_echo", "echo", ECHO_PARAMS)], bootstrap=b.addrs[:1], **quiet)
+        await stack.enter_async_context(c.running())
+        heard = a.announcements
+        await wait_until(lambda: c.peer_id in heard.received_via, heard.heard, timeout=20)
+        assert knows(a, "c_echo")
+
+
+async def test_a_lookup_ends_when_an_announcement_names_the_tool(monkeypatch):
+    """A calls `c_echo` before C exists; its DHT walk is held open (a stand-in for a slow walk in
+    a big mesh, which three loopback nodes cannot produce). C then joins through B and announces:
+    the lookup ends with that announcement, abandoning the walk, and the call reaches C."""
+    quiet = {"announce_seconds": 3600, "min_peers": 1, "max_peers": 2, "provide_refresh_seconds": 3600}
+    async with AsyncExitStack() as stack:
+        b = discovering("b", **quiet)
+        await stack.enter_async_context(b.running())
+        a = discovering("a", bootstrap=b.addrs[:1], **quiet)
+        await stack.enter_async_context(a.running())
+        assert a.announcements is not None and b.announcements is not None and a.lookup is not None
+        await a.announcements.router.wait_for_mesh(ID.from_base58(b.peer_id), CARDS_TOPIC, timeout=10)
+        await b.announcements.router.wait_for_mesh(ID.from_base58(a.peer_id), CARDS_TOPIC, timeout=10)
+        walk_started, walk_cancelled = trio.Event(), trio.Event()
+
+        async def walk_held_open(name: str, deadline: float) -> list[str]:
+            walk_started.set()
+            try:
+                await trio.sleep_until(deadline)
+            except trio.Cancelled:
+                walk_cancelled.set()
+                raise
+            return []
+
+        monkeypatch.setattr(a.lookup.dht, "find_providers", walk_held_open)
+        results, called = [], trio.Event()
+
+        async def call() -> None:
+            results.append(await a.call("c_echo", {"text": "announced"}, timeout=60))
+            called.set()
+
+        c = discovering("c", [py_tool("c_echo", "echo", ECHO_PARAMS)], bootstrap=b.addrs[:1], **quiet)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            with trio.fail_after(10):
+                await walk_started.wait()
+            async with c.running():
+                await called.wait()  # the call's own deadline bounds it
+        assert walk_cancelled.is_set() and a.lookup.lookups == 1
+        assert results[0].provider == c.peer_id and results[0].result.text_output() == "announced"
 
 
 async def test_a_provide_reaches_only_the_walk_width():

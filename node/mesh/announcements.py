@@ -47,6 +47,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from node.mesh.directory import PeerDirectory
 from node.mesh.libp2p_patches import (
     forget_failed_dial,
+    on_mesh_peer_added,
     pubsub_rides_existing_connections,
     pubsub_sends_no_peer_records,
     pubsub_skips_cache_replays,
@@ -130,6 +131,8 @@ class Announcements:
         for protocol in self.router.get_protocols():  # the library's handler, unable to end the node
             host.set_stream_handler(protocol, guarded("pubsub", self.pubsub.stream_handler))
         self.pubsub.set_topic_validator(CARDS_TOPIC, self._validate, False)
+        self._meshed = trio.Event()  # GossipSub's mesh has had a peer
+        on_mesh_peer_added(self.router, lambda peer_id, topic: self._meshed.set())
         self._started = False
 
     @asynccontextmanager
@@ -143,6 +146,7 @@ class Announcements:
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(self._receive, subscription)
             nursery.start_soon(self._announce)
+            nursery.start_soon(self._announce_once_meshed)
             self._started = True
             try:
                 yield
@@ -180,6 +184,13 @@ class Announcements:
             await self.publish_now()
             with trio.move_on_after(min(delay, self.period())):  # the period, or sooner on a change
                 seen = await self.own_card_changed.wait_past(seen)
+
+    async def _announce_once_meshed(self) -> None:
+        """The announcement made at start goes out before any connection and reaches nobody
+        (GossipSub sends only to mesh peers): make it again the moment the mesh has a peer, so
+        the mesh hears of a new node within its first connection, not at the first repeat."""
+        await self._meshed.wait()
+        await self.publish_now()
 
     async def leave(self) -> None:
         """Tell the mesh this node is stopping (once; best effort within `LEAVE_TIMEOUT`)."""
@@ -265,12 +276,15 @@ class Announcements:
 
 
 def gossip_degrees(max_peers: int) -> tuple[int, int, int]:
-    """GossipSub's mesh degree (D, D_low, D_high) within the node's connection bound: the libp2p
-    defaults (6, 4, 12) when `max_peers` leaves room, else smaller, so the mesh never needs
-    more connections than the node keeps."""
-    high = max(2, min(12, max_peers * 3 // 4))
-    degree = max(1, min(6, high // 2))
-    return degree, max(1, min(4, degree - 1)), high
+    """GossipSub's mesh degree (D, D_low, D_high): (4, 3, 8) when `max_peers` leaves room, else
+    smaller, so the mesh never needs more connections than the node keeps. Not the libp2p
+    defaults (6, 4, 12): every announcement reaches every node, and each node receives and
+    relays it once per mesh peer, so the mesh size is the idle cost; with D_high 12 meshes sat
+    at 9 peers (median, 25 nodes) and 8,115 RPCs went out in 20 s where (4, 3, 8) sent 2,594,
+    every announcement still delivered to every node."""
+    high = max(2, min(8, max_peers * 3 // 4))
+    degree = max(1, min(4, high // 2))
+    return degree, max(1, min(3, degree - 1)), high
 
 
 def _peer_id(raw: bytes) -> str | None:

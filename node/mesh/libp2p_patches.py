@@ -34,6 +34,7 @@ from libp2p.abc import IHost, INetStream, INetwork
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
 from multiaddr import Multiaddr
 
 from node.mesh.notifee import Notifee
@@ -200,6 +201,25 @@ def pubsub_rides_existing_connections(pubsub: Any) -> None:
             await handle_new_peer(peer_id)
 
     pubsub._handle_new_peer = handle_new_peer_if_connected
+
+
+def on_mesh_peer_added(router: GossipSub, callback: Callable[[ID, str], None]) -> None:
+    """Call `callback(peer_id, topic)` whenever one GossipSub router adds a peer to a topic's mesh.
+
+    **No event for "the mesh has a peer" (py-libp2p 0.8.1, `pubsub/gossipsub.py`).** The router
+    calls its private `_notify_mesh_peer_added` on every path that adds a mesh peer (a
+    subscription, a GRAFT, the heartbeat), only to wake `wait_for_mesh`, which waits for one
+    named peer. This wraps that method on the instance; without it (the library renamed it) the
+    node fails to start here rather than announcing late.
+    Test: `tests/test_discovery.py::test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer`.
+    """
+    notify = router._notify_mesh_peer_added
+
+    def notify_and_call(peer_id: ID, topic: str) -> None:
+        notify(peer_id, topic)
+        callback(peer_id, topic)
+
+    router._notify_mesh_peer_added = notify_and_call  # type: ignore[method-assign]
 
 
 def pubsub_skips_cache_replays(pubsub: Any) -> None:

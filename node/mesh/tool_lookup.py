@@ -9,8 +9,9 @@ looked up again for `NEGATIVE_SECONDS`, at most `LOOKUPS_PER_MINUTE` lookups a m
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -67,10 +68,9 @@ class ToolLookup:
         done = self._running[name] = trio.Event()
         try:
             self.lookups += 1
-            providers = await self.dht.find_providers(name, deadline)
-            async with trio.open_nursery() as nursery:
-                for peer_id in providers[:CARDS_PER_LOOKUP]:
-                    nursery.start_soon(self._fetch_card, peer_id, deadline)
+            async with trio.open_nursery() as race:  # whichever tells first ends the other
+                race.start_soon(_then_cancel, race.cancel_scope, functools.partial(self._from_dht, name, deadline))
+                race.start_soon(_then_cancel, race.cancel_scope, functools.partial(self._announced, name))
         finally:
             del self._running[name]
             done.set()
@@ -85,6 +85,19 @@ class ToolLookup:
         """Seconds until `name` may be looked up again after it was found nowhere (0: now)."""
         return max(0.0, self._not_found.get(name, 0.0) - trio.current_time())
 
+    async def _from_dht(self, name: str, deadline: float) -> None:
+        providers = await self.dht.find_providers(name, deadline)
+        async with trio.open_nursery() as nursery:
+            for peer_id in providers[:CARDS_PER_LOOKUP]:
+                nursery.start_soon(self._fetch_card, peer_id, deadline)
+
+    async def _announced(self, name: str) -> None:
+        """Until an announcement (or another lookup) makes the directory list `name`: a newcomer's
+        announcement reaches the mesh in a fraction of the DHT walk that looks for its tool."""
+        seen = self.directory.changed.version
+        while not self._known(name):
+            seen = await self.directory.changed.wait_past(seen)
+
     def _known(self, name: str) -> bool:
         return name in self.directory.tool_names()
 
@@ -98,3 +111,8 @@ class ToolLookup:
             log.info("no card from provider %s: %s", peer_id, exc.message)
             return
         self.directory.update(card, announced_until=trio.current_time() + self.ttl)
+
+
+async def _then_cancel(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
+    await run()
+    scope.cancel()
