@@ -70,6 +70,9 @@ MCP_PATH = "/mcp"
 # A resource describing this node and the peers it knows (`praxis-node peers --node URL`).
 PEERS_URI = "praxis://node/peers"
 NOTIFY_TIMEOUT = 2.0
+# Changes this close together make one tools/list_changed: while a mesh settles cards arrive
+# many a second, and each rebuilt the whole listing (a seventh of a busy 200-node worker's CPU).
+NOTIFY_COALESCE_SECONDS = 0.5
 _CONTENT = TypeAdapter(mcp_types.ContentBlock)
 # What the endpoint tells clients at `initialize` (capabilities.experimental): the node's call
 # timeout, so that `praxis-node call --node` waits exactly as long as the node's deadline.
@@ -185,7 +188,7 @@ class MeshMcpEndpoint:
         # directly, as the SDK's keyword for it warns of the 2026 protocol's deprecation.
         self.server.add_request_handler("logging/setLevel", mcp_types.SetLevelRequestParams, self._set_level)
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._listed: dict[str, tuple[str, ToolSpec]] = {}
+        self._listed: dict[str, tuple[str, ToolSpec]] | None = {}  # None: not known what clients saw
         # The listing is rebuilt only when the mesh's tools change, not on every request.
         self._listing: dict[str, tuple[str, MeshEntry]] = {}
         self._listing_version = -1
@@ -309,6 +312,11 @@ class MeshMcpEndpoint:
         seen = self.mesh.tools_changed.version
         while True:
             seen = await self.mesh.tools_changed.wait_past(seen)
+            await trio.sleep(NOTIFY_COALESCE_SECONDS)  # later changes of a burst ride on this one
+            seen = self.mesh.tools_changed.version
+            if not self._sessions:  # nobody to tell: the next client lists afresh anyway
+                self._listed = None
+                continue
             listed = self.listing()
             if listed == self._listed:
                 continue
