@@ -25,9 +25,10 @@ mesh degree is smaller and fits `p2p.max_peers` (`gossip_degrees`). Left as the 
 its adaptive gossip, which every 30 s scores the mesh's health and then lengthens the heartbeat
 to 30-60 s (measured: 60 s on every node of a 25-node mesh); turned off, the 1 s heartbeat ran
 the library's score-based mesh peer replacement every second (about 12 GRAFTs and PRUNEs a
-second among 25 nodes), and one node missed 7 of 24 announcements in 40 s. Peer exchange on PRUNE (`do_px`) was
-considered and stays off: py-libp2p dials every peer a PRUNE names, outside the node's
-connection bound; in a 30-node test it kept connections churning (hundreds of prunes a minute).
+second among 25 nodes), and one node missed 7 of 24 announcements in 40 s.
+Peer exchange on PRUNE (`do_px`) was considered and stays off: py-libp2p dials every peer a
+PRUNE names, outside the node's connection bound; in a 30-node test it kept connections
+churning (hundreds of prunes a minute).
 New peers come from the DHT's routing table instead (node/mesh/peer_keeper.py).
 """
 
