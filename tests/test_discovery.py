@@ -112,23 +112,33 @@ async def test_a_card_change_reaches_a_node_three_hops_away_through_gossipsub(fi
         figures(f"discovery: a card change reached a node 3 hops away through GossipSub in {took:.3f} s")
 
 
+QUIET_PAIR = {"announce_seconds": 3600, "min_peers": 1, "max_peers": 2, "provide_refresh_seconds": 3600}
+
+
+async def _meshed_pair(stack: AsyncExitStack) -> tuple[Node, Node]:
+    """B, and A bootstrapped from it, each in the other's GossipSub mesh; both announce only at
+    start and keep to two connections. Returns (A, B)."""
+    b = discovering("b", **QUIET_PAIR)
+    await stack.enter_async_context(b.running())
+    a = discovering("a", bootstrap=b.addrs[:1], **QUIET_PAIR)
+    await stack.enter_async_context(a.running())
+    assert a.announcements is not None and b.announcements is not None
+    await a.announcements.router.wait_for_mesh(ID.from_base58(b.peer_id), CARDS_TOPIC, timeout=10)
+    await b.announcements.router.wait_for_mesh(ID.from_base58(a.peer_id), CARDS_TOPIC, timeout=10)
+    return a, b
+
+
 async def test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer(monkeypatch):
     """C joins through B; A, in B's GossipSub mesh, hears C's announcement: the one C makes once
     its mesh has a peer. The repeats after start are pushed out of reach and the one made at start
     reaches nobody (no connection yet), so without that announcement A hears none from C."""
     monkeypatch.setattr(announcing, "EARLY_REPEATS", (3600.0,))
-    quiet = {"announce_seconds": 3600, "min_peers": 1, "max_peers": 2, "provide_refresh_seconds": 3600}
     async with AsyncExitStack() as stack:
-        b = discovering("b", **quiet)
-        await stack.enter_async_context(b.running())
-        a = discovering("a", bootstrap=b.addrs[:1], **quiet)
-        await stack.enter_async_context(a.running())
-        assert a.announcements is not None and b.announcements is not None
-        await a.announcements.router.wait_for_mesh(ID.from_base58(b.peer_id), CARDS_TOPIC, timeout=10)
-        await b.announcements.router.wait_for_mesh(ID.from_base58(a.peer_id), CARDS_TOPIC, timeout=10)
-        c = discovering("c", [py_tool("c_echo", "echo", ECHO_PARAMS)], bootstrap=b.addrs[:1], **quiet)
+        a, b = await _meshed_pair(stack)
+        c = discovering("c", [py_tool("c_echo", "echo", ECHO_PARAMS)], bootstrap=b.addrs[:1], **QUIET_PAIR)
         await stack.enter_async_context(c.running())
         heard = a.announcements
+        assert heard is not None
         await wait_until(lambda: c.peer_id in heard.received_via, heard.heard, timeout=20)
         assert knows(a, "c_echo")
 
@@ -137,15 +147,9 @@ async def test_a_lookup_ends_when_an_announcement_names_the_tool(monkeypatch):
     """A calls `c_echo` before C exists; its DHT walk is held open (a stand-in for a slow walk in
     a big mesh, which three loopback nodes cannot produce). C then joins through B and announces:
     the lookup ends with that announcement, abandoning the walk, and the call reaches C."""
-    quiet = {"announce_seconds": 3600, "min_peers": 1, "max_peers": 2, "provide_refresh_seconds": 3600}
     async with AsyncExitStack() as stack:
-        b = discovering("b", **quiet)
-        await stack.enter_async_context(b.running())
-        a = discovering("a", bootstrap=b.addrs[:1], **quiet)
-        await stack.enter_async_context(a.running())
-        assert a.announcements is not None and b.announcements is not None and a.lookup is not None
-        await a.announcements.router.wait_for_mesh(ID.from_base58(b.peer_id), CARDS_TOPIC, timeout=10)
-        await b.announcements.router.wait_for_mesh(ID.from_base58(a.peer_id), CARDS_TOPIC, timeout=10)
+        a, b = await _meshed_pair(stack)
+        assert a.lookup is not None
         walk_started, walk_cancelled = trio.Event(), trio.Event()
 
         async def walk_held_open(name: str, deadline: float) -> list[str]:
@@ -164,7 +168,7 @@ async def test_a_lookup_ends_when_an_announcement_names_the_tool(monkeypatch):
             results.append(await a.call("c_echo", {"text": "announced"}, timeout=60))
             called.set()
 
-        c = discovering("c", [py_tool("c_echo", "echo", ECHO_PARAMS)], bootstrap=b.addrs[:1], **quiet)
+        c = discovering("c", [py_tool("c_echo", "echo", ECHO_PARAMS)], bootstrap=b.addrs[:1], **QUIET_PAIR)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call)
             with trio.fail_after(10):
