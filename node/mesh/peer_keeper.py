@@ -142,8 +142,7 @@ class PeerKeeper:
                 await self.host.disconnect(peer)
             except Exception as exc:  # already closing
                 log.debug("pruning %s: %s", peer_id, type(exc).__name__)
-        if scope.cancelled_caught:  # not a prune after all: when it does close, that is a departure
-            self.pruned.discard(peer_id)
+        if scope.cancelled_caught:  # still a prune: the peer was told, and its close comes later
             log.debug("pruning %s: not closed within %g s", peer_id, DISCONNECT_TIMEOUT)
 
     async def _tell_pruned(self, peer: ID) -> None:
