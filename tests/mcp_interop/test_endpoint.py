@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 
 from node.app import Node
 from node.mcp.endpoint import EndpointConfigError, mcp_names
+from node.runtime.signals import ChangeSignal
 from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_until
 from tests.mcp_interop.servers import (
     INSPECTOR,
@@ -118,11 +119,14 @@ async def test_inspector_through_praxis_node_mcp_over_stdio(tmp_path: Path) -> N
 
 async def test_sdk_client_gets_results_errors_and_list_changed() -> None:
     async with mesh(a_tools=[]) as m:
-        changes = trio.Event()
+        notices = ChangeSignal()  # versioned: a notice that arrives while the test lists is not lost
 
         async def on_message(message: Any) -> None:
             if isinstance(message, mcp_types.ToolListChangedNotification):
-                changes.set()
+                notices.bump()
+
+        async def listed(client: mcp.Client) -> set[str]:
+            return {t.name for t in (await client.list_tools(cache_mode="bypass")).tools}
 
         async with mcp.Client(m.a.mcp_url, mode="legacy", message_handler=on_message) as client:
             names = {t.name for t in (await client.list_tools(cache_mode="bypass")).tools}
@@ -149,23 +153,19 @@ async def test_sdk_client_gets_results_errors_and_list_changed() -> None:
             # client is told, and tools/list follows.
             c = make_node(node_config("node-c", [py_tool("noop", "noop")],
                                       bootstrap=m.a.addrs[:1]))
-            changes = trio.Event()
+            seen = notices.version
             async with c.running():
                 with trio.fail_after(10):
-                    await changes.wait()
-                    while "noop" not in {t.name for t in
-                                         (await client.list_tools(cache_mode="bypass")).tools}:
-                        changes = trio.Event()
-                        await changes.wait()
+                    seen = await notices.wait_past(seen)
+                    while "noop" not in await listed(client):
+                        seen = await notices.wait_past(seen)
                 result = await client.call_tool("noop", {})
                 assert not result.is_error
-                changes = trio.Event()
+                seen = notices.version
             with trio.fail_after(10):
-                await changes.wait()
-                while "noop" in {t.name for t in
-                                 (await client.list_tools(cache_mode="bypass")).tools}:
-                    changes = trio.Event()
-                    await changes.wait()
+                seen = await notices.wait_past(seen)
+                while "noop" in await listed(client):
+                    seen = await notices.wait_past(seen)
 
 
 async def test_node_keeps_serving_after_a_client_disconnects_mid_call() -> None:
