@@ -157,6 +157,10 @@ class PeerDirectory:
     def tool_names(self) -> set[str]:
         return {name for entry in self._peers.values() for name in entry.tools}
 
+    def offers(self, tool: str) -> bool:
+        """Does any peer's card list `tool`? (Without building the set of every name.)"""
+        return any(tool in entry.tools for entry in self._peers.values())
+
     def providers(self, tool: str, fingerprint: str | None = None) -> list[str]:
         """Peers whose card lists `tool` (with that definition, if given), best first."""
         now = trio.current_time()

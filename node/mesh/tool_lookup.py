@@ -99,7 +99,7 @@ class ToolLookup:
             seen = await self.directory.changed.wait_past(seen)
 
     def _known(self, name: str) -> bool:
-        return name in self.directory.tool_names()
+        return self.directory.offers(name)
 
     async def _fetch_card(self, peer_id: str, deadline: float) -> None:
         limit = min(deadline, trio.current_time() + self.limits.idle_timeout)
