@@ -312,8 +312,6 @@ class MeshMcpEndpoint:
         seen = self.mesh.tools_changed.version
         while True:
             seen = await self.mesh.tools_changed.wait_past(seen)
-            await trio.sleep(NOTIFY_COALESCE_SECONDS)  # later changes of a burst ride on this one
-            seen = self.mesh.tools_changed.version
             if not self._sessions:  # nobody to tell: the next client lists afresh anyway
                 self._listed = None
                 continue
@@ -322,6 +320,8 @@ class MeshMcpEndpoint:
                 continue
             self._listed = listed
             await self._notify_all()
+            # The first change of a burst is told at once; the rest wait and go out as one notice.
+            await trio.sleep(NOTIFY_COALESCE_SECONDS)
 
     async def _notify_all(self) -> None:
         for session in list(self._sessions):

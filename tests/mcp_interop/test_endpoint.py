@@ -129,8 +129,7 @@ async def test_sdk_client_gets_results_errors_and_list_changed() -> None:
             return {t.name for t in (await client.list_tools(cache_mode="bypass")).tools}
 
         async with mcp.Client(m.a.mcp_url, mode="legacy", message_handler=on_message) as client:
-            names = {t.name for t in (await client.list_tools(cache_mode="bypass")).tools}
-            assert {"add", "get-sum", "get-tiny-image"} <= names
+            assert {"add", "get-sum", "get-tiny-image"} <= await listed(client)
             # Forwarded through B: image content and structured content arrive unchanged.
             image = await client.call_tool("get-tiny-image", {})
             assert [c.type for c in image.content] == ["text", "image", "text"]
