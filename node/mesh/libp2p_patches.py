@@ -1,4 +1,6 @@
-"""Workarounds for py-libp2p bugs, applied to one host's swarm at a time (never to the class).
+"""Workarounds for py-libp2p bugs, and hooks it lacks (`on_mesh_peer_added`), applied to one
+host's swarm, pubsub or router instance at a time (never to the class). Each names the library
+behaviour it works around and the test that fails without it.
 
 **Inbound slot leak (py-libp2p 0.8.1, `libp2p/network/swarm.py`).**
 `Swarm._handle_inbound_connection` takes a slot of `Swarm._inbound_limiter` (a
