@@ -283,9 +283,18 @@ class Node:
         self.stats.peer_disconnected(peer_id)
         self.cards.forget(peer_id)
         if self.keeper.was_pruned(peer_id):  # closed for a connection bound (ours or the peer's): not a departure
+            # The peer is alive: keep its card for a lease, as if it had just announced it. A card
+            # learnt only over this connection (the peer's announcements not heard yet) vanished
+            # here, until its next announcement: a period later (29 s among 30 nodes).
+            self.directory.renew(peer_id, trio.current_time() + self._pruned_lease())
             self.directory.unlink(peer_id)
         elif self.directory.unlink(peer_id, trio.current_time() + self._departure_grace()):
             log.info("peer %s disconnected; its tools are gone", peer_id)
+
+    def _pruned_lease(self) -> float:
+        """How long the card of a peer pruned for a connection bound stays offered without news of
+        it: the lease this node's own announcements give (peers of one mesh announce alike)."""
+        return self.announcements.lease() if self.announcements is not None else self.config.p2p.announce_ttl_seconds
 
     def _departure_grace(self) -> float:
         """How long the card of a peer that closed our connection stays offered: a peer that

@@ -312,6 +312,26 @@ async def test_a_peer_pruned_for_a_bound_keeps_offering_the_pruners_tools():
         assert knows(b, "a_echo")
 
 
+async def test_a_peer_pruned_before_it_was_heard_announcing_stays_offered():
+    """B holds A's card only from their connection (A announces nothing: discovery off); A prunes B
+    for its bound. B keeps offering A's tool for a lease, as if A had just announced it: A is alive.
+    (The card used to go with the connection, until A's next announcement a period later.) Neither
+    node dials the other again (no bootstrap, `min_peers` 0), so the card B holds is the old one."""
+    async with AsyncExitStack() as stack:
+        a = discovering("a", [py_tool("a_echo", "echo", ECHO_PARAMS)], discovery=False, min_peers=0)
+        await stack.enter_async_context(a.running())
+        b = discovering("b", min_peers=0)
+        await stack.enter_async_context(b.running())
+        await a.host.connect(parse_peer_addr(b.addrs[0]))
+        await wait_until(lambda: knows(b, "a_echo"), b.directory.changed, timeout=20)
+        assert not b.directory.announced(a.peer_id)  # learnt over the connection only
+        await a.keeper.prune(b.peer_id)
+        await wait_until(lambda: a.peer_id not in b.connected_peers(), b.connections)
+        entry = b.directory.get(a.peer_id)
+        assert entry is not None and not entry.linked and b.directory.announced(a.peer_id)
+        assert knows(b, "a_echo")
+
+
 async def test_a_peer_that_closes_without_a_notice_stops_being_offered_within_seconds():
     async with AsyncExitStack() as stack:
         a, b = await _a_with_a_tool_and_b(stack)
@@ -329,7 +349,7 @@ async def test_pruning_a_peer_without_the_notice_protocol_still_closes_it():
         raw = await stack.enter_async_context(raw_host())  # speaks no /praxis/ protocol, as the Go node
         await raw.connect(parse_peer_addr(a.addrs[0]))
         await wait_until(lambda: raw.get_id().to_string() in a.connected_peers(), a.connections)
-        await a.keeper.prune(raw.get_id().to_string())  # bounded itself: notice 1 s, close 5 s
+        await a.keeper.prune(raw.get_id().to_string())  # bounded itself: notice 5 s, close 5 s
         assert raw.get_id().to_string() not in a.connected_peers()
 
 
