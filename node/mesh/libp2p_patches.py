@@ -1,6 +1,6 @@
 """Workarounds for py-libp2p bugs, and hooks it lacks (`on_mesh_peer_added`), applied to one
-host's swarm, pubsub or router instance at a time (never to the class). Each names the library
-behaviour it works around and the test that fails without it.
+host's swarm, pubsub or router instance at a time (never to the class). Each says which library
+behaviour it works around and why; most also name the test that fails without them.
 
 **Inbound slot leak (py-libp2p 0.8.1, `libp2p/network/swarm.py`).**
 `Swarm._handle_inbound_connection` takes a slot of `Swarm._inbound_limiter` (a
