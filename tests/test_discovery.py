@@ -322,7 +322,8 @@ async def test_a_peer_pruned_before_it_was_heard_announcing_stays_offered():
         await stack.enter_async_context(a.running())
         b = discovering("b", min_peers=0)
         await stack.enter_async_context(b.running())
-        await a.host.connect(parse_peer_addr(b.addrs[0]))
+        with trio.fail_after(10):
+            await a.host.connect(parse_peer_addr(b.addrs[0]))
         await wait_until(lambda: knows(b, "a_echo"), b.directory.changed, timeout=20)
         assert not b.directory.announced(a.peer_id)  # learnt over the connection only
         await a.keeper.prune(b.peer_id)
