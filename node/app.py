@@ -229,8 +229,9 @@ class Node:
         if p2p.discovery:
             self.announcements = Announcements(
                 host, self.directory, self.own_card, self.own_card_changed, every=p2p.announce_seconds,
-                ttl=p2p.announce_ttl_seconds, heartbeat=p2p.gossip_heartbeat_seconds,
-                per_minute=self.config.limits.max_card_pushes_per_minute, max_peers=p2p.max_peers,
+                per_peer=p2p.announce_seconds_per_peer, ttl=p2p.announce_ttl_seconds,
+                heartbeat=p2p.gossip_heartbeat_seconds, per_minute=self.config.limits.max_card_pushes_per_minute,
+                max_peers=p2p.max_peers,
             )
             self.dht = ToolDht(host, lambda: [t.name for t in self.own_card().tools], self.own_card_changed,
                                refresh=p2p.provide_refresh_seconds, ttl=p2p.provider_ttl_seconds)

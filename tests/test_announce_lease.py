@@ -1,5 +1,6 @@
 """An announcement's lease (issue 13): the publisher says how long its card is kept (`ttl`), and
-its period grows with the mesh so that the whole mesh sends about one announcement a second.
+its period grows with the mesh so that the whole mesh sends about one announcement every
+`p2p.announce_seconds_per_peer` seconds.
 
 A raw py-libp2p GossipSub peer publishes to, and listens to, a real node over 127.0.0.1.
 """
@@ -79,3 +80,16 @@ def test_a_ttl_out_of_range_is_refused_when_decoded(ttl):
     peer = new_peer_id()
     with pytest.raises(PraxisError):
         decode_announcement(json.dumps({"card": wire_card(peer, "short"), "ttl": ttl}).encode(), peer)
+
+
+async def test_the_seconds_per_peer_are_configured():
+    """`p2p.announce_seconds_per_peer`: a big mesh on a small machine announces less often."""
+    config = node_config("n", p2p={"announce_seconds": 2, "announce_ttl_seconds": 10, "announce_seconds_per_peer": 3})
+    node = make_node(config)
+    async with node.running():
+        announcements = node.announcements
+        assert announcements is not None
+        until = trio.current_time() + 60
+        for i in range(5):
+            node.directory.update(Card.model_validate(wire_card(new_peer_id(), f"p{i}")), announced_until=until)
+        assert (announcements.period(), announcements.lease()) == (15, 75)

@@ -222,6 +222,9 @@ class P2PSection(_Section):
     # GossipSub: how often this node re-announces its card; a card not renewed within
     # `announce_ttl_seconds` (and not held over a live connection) is dropped.
     announce_seconds: float = Field(default=15.0, gt=0)
+    # ... or this many seconds per peer the node knows, when longer: the whole mesh then sends
+    # about 1/this announcements a second, whatever its size (each reaches every node).
+    announce_seconds_per_peer: float = Field(default=1.0, ge=0, le=60)
     announce_ttl_seconds: float = Field(default=50.0, gt=0)
     # GossipSub heartbeat (py-libp2p's default is 120 s).
     gossip_heartbeat_seconds: int = Field(default=1, ge=1, le=60)

@@ -1,11 +1,12 @@
 """Card announcements over GossipSub (py-libp2p's `libp2p.pubsub`), topic `/praxis/cards/1.0.0`.
 
 A node publishes its own card when it starts, whenever its tools change, periodically, and
-(`leaving`) when it stops. The period is `p2p.announce_seconds`, or `SECONDS_PER_PEER` per peer
-this node knows when that is longer: every node receives every announcement, so a fixed period
-made each node's idle work grow with the mesh (40 nodes every 15 s: ~3 messages a second, each
-received from several mesh peers); so the mesh as a whole sends about one a second. Each
-announcement carries its lease (`ttl`), scaled with the period from `p2p.announce_ttl_seconds`.
+(`leaving`) when it stops. The period is `p2p.announce_seconds`, or `p2p.announce_seconds_per_peer`
+per peer this node knows when that is longer: every node receives every announcement, so a fixed
+period made each node's idle work grow with the mesh (40 nodes every 15 s: ~3 messages a second,
+each received from several mesh peers); so the mesh as a whole sends one every
+`announce_seconds_per_peer` seconds, whatever its size. Each announcement carries its lease
+(`ttl`), scaled with the period from `p2p.announce_ttl_seconds`.
 
 GossipSub signs each message with the publisher's key and checks that signature on every hop
 (`strict_signing`); this module refuses a card that names anyone but the signer, so an
@@ -78,7 +79,6 @@ SEEN_SIGNERS = 4096  # last-message cache entries kept at most
 # relays everyone's announcements, so with 30 nodes starting together half the cards were lost.
 # Raised here; what bounds a publisher is the per-signer limit in the topic validator.
 RELAYED_PER_SECOND = 200.0
-SECONDS_PER_PEER = 1.0  # the announcement period grows this much per known peer (see above)
 
 
 class _Heard(NamedTuple):
@@ -100,6 +100,7 @@ class Announcements:
         own_card_changed: ChangeSignal,
         *,
         every: float,
+        per_peer: float,
         ttl: float,
         heartbeat: int,
         per_minute: int,
@@ -110,6 +111,7 @@ class Announcements:
         self.card = card
         self.own_card_changed = own_card_changed
         self.every = every
+        self.per_peer = per_peer
         self.ttl = ttl
         self.own_id = host.get_id().to_string()
         self.rate = RateWindow(per_minute)
@@ -176,7 +178,7 @@ class Announcements:
 
     def period(self) -> float:
         """Seconds between this node's announcements: the configured period, longer in a big mesh."""
-        return max(self.every, SECONDS_PER_PEER * len(self.directory.peers()))
+        return max(self.every, self.per_peer * len(self.directory.peers()))
 
     def lease(self) -> float:
         """How long receivers keep this node's card after an announcement: `p2p.announce_ttl_seconds`
