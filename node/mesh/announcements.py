@@ -62,7 +62,13 @@ from node.mesh.peer_addresses import remember_card_addrs
 from node.mesh.stream_guard import guarded
 from node.runtime.rate import RateWindow
 from node.runtime.signals import ChangeSignal
-from protocols.announce import CARDS_TOPIC, MAX_ANNOUNCEMENT_BYTES, decode_announcement, encode_announcement
+from protocols.announce import (
+    CARDS_TOPIC,
+    MAX_ANNOUNCEMENT_BYTES,
+    MAX_TTL_SECONDS,
+    decode_announcement,
+    encode_announcement,
+)
 from protocols.errors import PraxisError, TooLarge
 from protocols.messages import Card
 
@@ -177,8 +183,11 @@ class Announcements:
         return True
 
     def period(self) -> float:
-        """Seconds between this node's announcements: the configured period, longer in a big mesh."""
-        return max(self.every, self.per_peer * len(self.directory.peers()))
+        """Seconds between this node's announcements: the configured period, longer in a big mesh,
+        but never so long that its lease would pass the longest an announcement may give (the
+        lease is cut there, and receivers would drop the card before the next announcement)."""
+        longest = MAX_TTL_SECONDS * self.every / self.ttl
+        return max(self.every, min(self.per_peer * len(self.directory.peers()), longest))
 
     def lease(self) -> float:
         """How long receivers keep this node's card after an announcement: `p2p.announce_ttl_seconds`
