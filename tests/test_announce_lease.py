@@ -84,27 +84,26 @@ def test_a_ttl_out_of_range_is_refused_when_decoded(ttl):
 
 async def test_the_seconds_per_peer_are_configured():
     """`p2p.announce_seconds_per_peer`: a big mesh on a small machine announces less often."""
-    config = node_config("n", p2p={"announce_seconds": 2, "announce_ttl_seconds": 10, "announce_seconds_per_peer": 3})
-    node = make_node(config)
-    async with node.running():
-        announcements = node.announcements
-        assert announcements is not None
-        until = trio.current_time() + 60
-        for i in range(5):
-            node.directory.update(Card.model_validate(wire_card(new_peer_id(), f"p{i}")), announced_until=until)
-        assert (announcements.period(), announcements.lease()) == (15, 75)
+    p2p = {"announce_seconds": 2, "announce_ttl_seconds": 10, "announce_seconds_per_peer": 3}
+    assert await _period_and_lease_knowing_five_peers(p2p) == (15, 75)
 
 
 async def test_the_period_stays_within_the_longest_lease_an_announcement_may_give():
     """A period whose scaled lease would pass `MAX_TTL_SECONDS` is cut so that the lease fits:
     the lease on the wire is capped there, and a longer period would let receivers drop the card
     between two announcements."""
-    config = node_config("n", p2p={"announce_seconds": 2, "announce_ttl_seconds": 100, "announce_seconds_per_peer": 60})
-    node = make_node(config)
+    # 60 s per peer: 300 s, whose lease (15,000 s) no announcement may give.
+    p2p = {"announce_seconds": 2, "announce_ttl_seconds": 100, "announce_seconds_per_peer": 60}
+    assert await _period_and_lease_knowing_five_peers(p2p) == (2 * MAX_TTL_SECONDS / 100, MAX_TTL_SECONDS)
+
+
+async def _period_and_lease_knowing_five_peers(p2p: dict[str, float]) -> tuple[float, float]:
+    """A node's announcement period and lease once it holds the cards of five peers."""
+    node = make_node(node_config("n", p2p=p2p))
     async with node.running():
         announcements = node.announcements
         assert announcements is not None
         until = trio.current_time() + 60
-        for i in range(5):  # 60 s per peer: 300 s, whose lease (15,000 s) no announcement may give
+        for i in range(5):
             node.directory.update(Card.model_validate(wire_card(new_peer_id(), f"p{i}")), announced_until=until)
-        assert (announcements.period(), announcements.lease()) == (2 * MAX_TTL_SECONDS / 100, MAX_TTL_SECONDS)
+        return announcements.period(), announcements.lease()
