@@ -327,6 +327,7 @@ async def test_a_peer_pruned_before_it_was_heard_announcing_stays_offered():
         await wait_until(lambda: knows(b, "a_echo"), b.directory.changed, timeout=20)
         assert not b.directory.announced(a.peer_id)  # learnt over the connection only
         await a.keeper.prune(b.peer_id)
+
         def handled() -> bool:  # B's disconnect handler ran: the card unlinked, or gone
             entry = b.directory.get(a.peer_id)
             return entry is None or not entry.linked

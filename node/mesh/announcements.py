@@ -187,7 +187,7 @@ class Announcements:
         but never so long that its lease would pass the longest an announcement may give (the
         lease is cut there, and receivers would drop the card before the next announcement)."""
         longest = MAX_TTL_SECONDS * self.every / self.ttl
-        return max(self.every, min(self.per_peer * len(self.directory.peers()), longest))
+        return max(self.every, min(self.per_peer * len(self.directory), longest))
 
     def lease(self) -> float:
         """How long receivers keep this node's card after an announcement: `p2p.announce_ttl_seconds`

@@ -154,6 +154,10 @@ class PeerDirectory:
     def peers(self) -> list[PeerEntry]:
         return sorted(self._peers.values(), key=lambda e: e.peer_id)
 
+    def __len__(self) -> int:
+        """How many peers' cards are held (without sorting them, as `peers()` does)."""
+        return len(self._peers)
+
     def tool_names(self) -> set[str]:
         return {name for entry in self._peers.values() for name in entry.tools}
 
