@@ -22,6 +22,7 @@ from node.mesh.libp2p_patches import (
     batch_yamux_window_updates,
     disable_auto_connector,
     release_inbound_slot_on_close,
+    whole_writes,
 )
 from node.mesh.stream_guard import guarded
 
@@ -44,6 +45,7 @@ def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHo
     disable_auto_connector(swarm)
     ConnectionGuard(swarm, limits).install()
     batch_yamux_window_updates(swarm)
+    whole_writes(swarm)
     addresses_skip_closed_listeners(host)
     # The library's own handlers (identify, identify push, ping) can raise out of the host too:
     # identify reads the listen addresses, which raises OSError once the listener closed, so a

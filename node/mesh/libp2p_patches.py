@@ -28,11 +28,12 @@ canary that fails once the library no longer leaks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetStream, INetwork
+from libp2p.abc import IHost, IMuxedConn, INetStream, INetwork, ISecureConn
+from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
@@ -97,6 +98,54 @@ def disable_auto_connector(swarm: Swarm) -> None:
         return None
 
     swarm.auto_connector.maybe_connect = no_auto_connect  # type: ignore[method-assign]
+
+
+WRITE_TIMEOUT = 10.0  # seconds a write, once begun, may take before its connection is given up
+
+
+def whole_writes(swarm: Swarm, timeout: float = WRITE_TIMEOUT) -> None:
+    """Make every write on this swarm's connections go out whole, even when its caller is cancelled.
+
+    **A cancelled write breaks the whole connection (py-libp2p 0.8.1, `security/noise/io.py`).**
+    Noise encrypts a message with the session's next nonce and then sends it; trio may cancel
+    the send after the nonce is spent and before every byte is out. The peer then fails to
+    decrypt everything that follows ("Failed authentication of message") and closes the
+    connection, with every stream on it. Cancelling is routine here: a DHT walk ended by a
+    deadline, a tool lookup whose answer came by another path. A lookup that cancelled its DHT
+    walk mid-write broke the connection its call was about to use ("cannot open a stream to
+    peer ...: StreamFailure"), in about one run in 20 of
+    `tests/test_discovery.py::test_a_tool_on_a_node_never_connected_is_found_through_the_dht_and_called`.
+
+    Each connection's secured channel (below yamux, which already writes one frame at a time)
+    writes within a shielded scope of its own, bounded by `timeout`: a cancelled caller waits for
+    its frame to go out, and then sees the cancellation. A write that outlasts the bound leaves
+    the channel with part of a message sent, so the connection is closed.
+    Tests: `tests/test_whole_writes.py` (the canary `test_unpatched_libp2p_still_breaks_on_a_cancelled_write`
+    fails once the library's writes survive cancellation).
+    """
+    upgrader: Any = swarm.upgrader
+    upgrade = upgrader.upgrade_connection
+
+    async def upgrade_connection(conn: ISecureConn, peer_id: ID) -> IMuxedConn:
+        conn.write = written_whole(conn, timeout)  # type: ignore[method-assign,assignment]
+        muxed: IMuxedConn = await upgrade(conn, peer_id)
+        return muxed
+
+    upgrader.upgrade_connection = upgrade_connection
+
+
+def written_whole(conn: ISecureConn, timeout: float) -> Callable[[bytes], Coroutine[Any, Any, None]]:
+    write = conn.write
+
+    async def write_whole(data: bytes) -> None:
+        with trio.CancelScope(deadline=trio.current_time() + timeout, shield=True) as scope:
+            await write(data)
+        if scope.cancelled_caught:
+            with trio.CancelScope(deadline=trio.current_time() + timeout, shield=True):
+                await conn.close()  # part of a message may be out: nothing after it can be read
+            raise RawConnError(f"a write of {len(data)} bytes took over {timeout:g} s; connection closed")
+
+    return write_whole
 
 
 def forget_failed_dial(host: IHost, peer: ID) -> None:
