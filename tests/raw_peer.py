@@ -85,6 +85,15 @@ def bare_host(config: ConnectionConfig) -> IHost:
                     connection_config=config)
 
 
+@asynccontextmanager
+async def unpatched_host() -> AsyncIterator[IHost]:
+    """A bare_host with the library's defaults, listening on 127.0.0.1: for the canaries of
+    node.mesh.libp2p_patches, which fail once py-libp2p no longer needs a workaround."""
+    host = bare_host(ConnectionConfig())
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        yield host
+
+
 async def open_stream(host: IHost, addr: str, protocol: str) -> INetStream:
     info = parse_peer_addr(addr)
     with trio.fail_after(5):

@@ -4,21 +4,17 @@ goes out whole, and the connection keeps serving its streams."""
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import multiaddr
 import pytest
 import trio
 from libp2p.abc import IHost, INetStream
-from libp2p.network.config import ConnectionConfig
 from libp2p.network.connection.exceptions import RawConnError
 from libp2p.stream_muxer.yamux.yamux import FLAG_SYN, TYPE_PING, YAMUX_HEADER_FORMAT
 
 from node.mesh.host import full_addrs
 from node.mesh.libp2p_patches import written_whole
-from tests.raw_peer import bare_host, open_stream, raw_host
+from tests.raw_peer import open_stream, raw_host, unpatched_host
 
 ECHO_PROTOCOL = "/test/echo/1.0.0"
 PING = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_PING, FLAG_SYN, 0, 7)  # a yamux ping: the peer answers it
@@ -60,13 +56,6 @@ async def test_a_cancelled_write_goes_out_whole_and_the_connection_lives_on():
             await _echo_through(await sender.new_stream(receiver.get_id(), [ECHO_PROTOCOL]))  # type: ignore[list-item]
         assert not conn.is_closed
         assert sender.get_network().get_connections(receiver.get_id()) == [conn]  # the same one, not a redial
-
-
-@asynccontextmanager
-async def unpatched_host() -> AsyncIterator[IHost]:
-    host = bare_host(ConnectionConfig())
-    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        yield host
 
 
 async def test_unpatched_libp2p_still_breaks_on_a_cancelled_write():

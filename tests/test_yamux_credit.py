@@ -3,17 +3,13 @@ send a WINDOW_UPDATE once half the window is read, not one per read as py-libp2p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
-from libp2p.network.config import ConnectionConfig
 
 from node.mesh.host import full_addrs
-from tests.raw_peer import bare_host, open_stream, raw_host
+from tests.raw_peer import open_stream, raw_host, unpatched_host
 
 SINK_PROTOCOL = "/test/sink/1.0.0"
 SMALL = [100] * 200  # 20 KB in small messages, as GossipSub RPCs arrive: far under half a window
@@ -53,13 +49,6 @@ async def window_updates_while_reading(sink: IHost, sender: IHost, sizes: list[i
         assert await stream.read(2) == b"ok"
         await stream.close()
     return updates
-
-
-@asynccontextmanager
-async def unpatched_host() -> AsyncIterator[IHost]:
-    host = bare_host(ConnectionConfig())
-    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        yield host
 
 
 async def test_small_reads_give_no_credit_back_until_half_the_window():
