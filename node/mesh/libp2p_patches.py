@@ -113,7 +113,7 @@ def whole_writes(swarm: Swarm, timeout: float = WRITE_TIMEOUT) -> None:
     connection, with every stream on it. Cancelling is routine here: a DHT walk ended by a
     deadline, a tool lookup whose answer came by another path. A lookup that cancelled its DHT
     walk mid-write broke the connection its call was about to use ("cannot open a stream to
-    peer ...: StreamFailure"), in about one run in 20 of
+    peer ...: StreamFailure"), in about one run in 20 to 30 of
     `tests/test_discovery.py::test_a_tool_on_a_node_never_connected_is_found_through_the_dht_and_called`.
 
     Each connection's secured channel (below yamux, which already writes one frame at a time)
@@ -135,6 +135,9 @@ def whole_writes(swarm: Swarm, timeout: float = WRITE_TIMEOUT) -> None:
 
 
 def written_whole(conn: ISecureConn, timeout: float) -> Callable[[bytes], Coroutine[Any, Any, None]]:
+    """`conn.write`, shielded from its caller's cancellation and bounded by `timeout` of its own.
+    Not the caller's deadline: a write to a peer whose process reads nothing for `timeout`
+    seconds now ends the connection, where it used to wait as long as its caller did."""
     write = conn.write
 
     async def write_whole(data: bytes) -> None:
