@@ -10,6 +10,7 @@ import pytest
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.network.connection.exceptions import RawConnError
+from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.stream_muxer.yamux.yamux import FLAG_SYN, TYPE_PING, YAMUX_HEADER_FORMAT
 
 from node.mesh.host import full_addrs
@@ -33,13 +34,20 @@ async def _echo_through(stream: INetStream) -> None:
     await stream.close()
 
 
-async def _cancelled_write_then_ping(sender: IHost, receiver: IHost) -> Any:
-    """Connect `sender` to `receiver`, write a ping on the connection's secured channel from a
-    cancelled scope, then another one; the sender's connection."""
+async def _connection(sender: IHost, receiver: IHost) -> SwarmConn:
+    """Connect `sender` to `receiver` (one echo through it); the sender's only connection to it."""
     with trio.fail_after(10):
         await _echo_through(await open_stream(sender, full_addrs(receiver)[0], ECHO_PROTOCOL))
     [conn] = sender.get_network().get_connections(receiver.get_id())
-    secured = conn.muxed_conn.secured_conn
+    assert isinstance(conn, SwarmConn)  # its yamux connection's secured channel is what the tests write on
+    return conn
+
+
+async def _cancelled_write_then_ping(sender: IHost, receiver: IHost) -> SwarmConn:
+    """Connect `sender` to `receiver`, write a ping on the connection's secured channel from a
+    cancelled scope, then another one; the sender's connection."""
+    conn = await _connection(sender, receiver)
+    secured: Any = conn.muxed_conn.secured_conn  # a yamux connection's (not in IMuxedConn)
     with trio.CancelScope() as scope:
         scope.cancel()  # cancelled before the write's first checkpoint, after Noise spent the nonce
         await secured.write(PING)
@@ -71,10 +79,9 @@ async def test_a_write_over_its_bound_closes_the_connection():
     """Part of a message may be out by then: the connection cannot carry another one."""
     async with raw_host() as receiver, unpatched_host() as sender:
         receiver.set_stream_handler(ECHO_PROTOCOL, _echo)  # type: ignore[arg-type]
-        with trio.fail_after(10):
-            await _echo_through(await open_stream(sender, full_addrs(receiver)[0], ECHO_PROTOCOL))
-        [conn] = sender.get_network().get_connections(receiver.get_id())
-        write = written_whole(conn.muxed_conn.secured_conn, timeout=0.0)  # its bound passed at once
+        conn = await _connection(sender, receiver)
+        secured: Any = conn.muxed_conn.secured_conn
+        write = written_whole(secured, timeout=0.0)  # its bound passed at once
         with pytest.raises(RawConnError, match="took over 0 s; connection closed"):
             await write(PING)
         with trio.fail_after(10):
