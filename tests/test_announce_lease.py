@@ -107,3 +107,40 @@ async def _period_and_lease_knowing_five_peers(p2p: dict[str, float]) -> tuple[f
         for i in range(5):
             node.directory.update(Card.model_validate(wire_card(new_peer_id(), f"p{i}")), announced_until=until)
         return announcements.period(), announcements.lease()
+
+
+async def _gap_after_the_mesh_grows(p2p: dict[str, float], peers_added: int) -> tuple[float, float]:
+    """A node announces every `announce_seconds` (it knows no peer); right after one of its
+    announcements, `peers_added` cards land in its directory. Returns the seconds from that
+    announcement to the next one, and the lease that announcement gave."""
+    node = make_node(node_config("n", p2p=p2p))
+    async with node.running(), raw_host() as peer, raw_pubsub(peer, node.host, CARDS_TOPIC) as (_, subscription):
+
+        async def next_from_node() -> tuple[float, float]:
+            while True:
+                message = await subscription.get()
+                if ID(message.from_id).to_string() == node.peer_id:
+                    ttl = decode_announcement(message.data, node.peer_id).ttl
+                    return trio.current_time(), float(ttl or 0)
+
+        with trio.fail_after(60):  # bounds against a hang, not speed
+            for _ in range(5):  # past the early repeats: the node now announces every period
+                await next_from_node()
+            sent, lease = await next_from_node()
+            until = trio.current_time() + 600
+            for i in range(peers_added):
+                node.directory.update(Card.model_validate(wire_card(new_peer_id(), f"p{i}")), announced_until=until)
+            received, _ = await next_from_node()
+    return received - sent, lease
+
+
+async def test_a_period_set_on_a_small_mesh_lengthens_as_the_mesh_grows_within_its_lease():
+    """While a mesh starts, directories fill: the period a node set when it knew few peers is read
+    again when due (timer reconsideration) rather than kept, so that the start does not flood the
+    mesh with announcements timed for a few nodes. It grows only while receivers still keep the
+    card: the next announcement leaves them one old period before the last one's lease ends."""
+    # Knowing nobody: period 2 s, lease 10 s. Then 30 peers: period 30 s, cut to 10 - 2 = 8 s.
+    gap, lease = await _gap_after_the_mesh_grows(
+        {"announce_seconds": 2, "announce_ttl_seconds": 10, "announce_seconds_per_peer": 1}, peers_added=30)
+    assert lease == 10
+    assert 5 <= gap < lease  # 2 s if the period set on the empty directory were kept; 30 s uncapped

@@ -5,8 +5,9 @@ A node publishes its own card when it starts, whenever its tools change, periodi
 per peer this node knows when that is longer: every node receives every announcement, so a fixed
 period made each node's idle work grow with the mesh (40 nodes every 15 s: ~3 messages a second,
 each received from several mesh peers); so the mesh as a whole sends one every
-`announce_seconds_per_peer` seconds, whatever its size. Each announcement carries its lease
-(`ttl`), scaled with the period from `p2p.announce_ttl_seconds`.
+`announce_seconds_per_peer` seconds, whatever its size. The period is read again when it is due
+(`Announcements._due`), so that those set while a mesh starts grow as directories fill. Each
+announcement carries its lease (`ttl`), scaled with the period from `p2p.announce_ttl_seconds`.
 
 GossipSub signs each message with the publisher's key and checks that signature on every hop
 (`strict_signing`); this module refuses a card that names anyone but the signer, so an
@@ -197,9 +198,21 @@ class Announcements:
     async def _announce(self) -> None:
         seen = self.own_card_changed.version
         for delay in itertools.chain(EARLY_REPEATS, itertools.repeat(math.inf)):  # for the node's life
+            sent, period, lease = trio.current_time(), self.period(), self.lease()
             await self.publish_now()
-            with trio.move_on_after(min(delay, self.period())):  # the period, or sooner on a change
-                seen = await self.own_card_changed.wait_past(seen)
+            while (due := min(sent + delay, self._due(sent, period, lease))) > trio.current_time():
+                with trio.move_on_at(due):  # the period, or sooner on a change
+                    seen = await self.own_card_changed.wait_past(seen)
+                    break
+
+    def _due(self, sent: float, period: float, lease: float) -> float:
+        """When the announcement after one sent at `sent` with `period` and `lease` is due. The
+        period is read again (RTCP's timer reconsideration, RFC 3550 6.3.6): while a mesh starts,
+        directories fill, and a period set on a small one would flood the mesh with announcements
+        timed for a few nodes. It only grows, and only while the receivers keep the card: the
+        next announcement leaves them the old period's margin before the lease ends."""
+        latest = sent + max(period, lease - period)
+        return max(sent + period, min(sent + self.period(), latest))
 
     async def _announce_once_meshed(self) -> None:
         """The announcement made at start goes out before any connection and reaches nobody
