@@ -1,6 +1,7 @@
 """GossipSub as a node runs it (node.mesh.libp2p_patches): no message-cache replay to a peer that
-subscribes, and no signed peer record in every RPC. Real py-libp2p hosts and Pubsub on 127.0.0.1;
-each test has a canary that fails once py-libp2p changes what the workaround is for."""
+subscribes, no signed peer record in every RPC, and the RPCs queued for a peer written as one.
+Real py-libp2p hosts and Pubsub on 127.0.0.1; each test has a canary that fails once py-libp2p
+changes what the workaround is for."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import trio
 from libp2p.pubsub.pubsub import Pubsub
 
 from node.mesh.host import full_addrs, parse_peer_addr
-from node.mesh.libp2p_patches import pubsub_sends_no_peer_records, pubsub_skips_cache_replays
+from node.mesh.libp2p_patches import (
+    pubsub_merges_queued_rpcs,
+    pubsub_sends_no_peer_records,
+    pubsub_skips_cache_replays,
+)
 from tests.raw_peer import raw_host, running_pubsub
 
 TOPIC = "/test/topic"
@@ -86,3 +91,62 @@ async def test_unpatched_libp2p_still_sends_a_peer_record_in_each_rpc():
     """The canary: fails once py-libp2p stops adding the record (then drop the workaround)."""
     carried = await records_in_rpcs(no_patch)
     assert carried and all(carried)
+
+
+async def messages_per_write(patch: Patch) -> list[int]:
+    """A node publishes 5 messages to a peer while its first write is held, so that 4 queue
+    behind it: how many messages each of its writes carried. The peer gets all 5 (pubsub keeps no order)."""
+    per_write: list[int] = []
+    first_write_held = trio.Event()
+    release = trio.Event()
+
+    def recording(pubsub: Pubsub) -> None:
+        write_msg = pubsub.write_msg
+
+        async def record(stream: Any, rpc: Any) -> bool:
+            if rpc.publish:
+                per_write.append(len(rpc.publish))
+                first_write_held.set()
+                await release.wait()
+            return await write_msg(stream, rpc)
+
+        pubsub.write_msg = record  # type: ignore[method-assign,assignment]
+        patch(pubsub)
+
+    async with raw_host() as h1, raw_host() as h2, running_pubsub(h1, recording) as first, \
+            running_pubsub(h2, no_patch) as second:
+        await first.subscribe(TOPIC)
+        subscription = await second.subscribe(TOPIC)
+        with trio.fail_after(10):
+            await h2.connect(parse_peer_addr(full_addrs(h1)[0]))
+            await first.wait_for_subscription(h2.get_id(), TOPIC, timeout=10)
+            await first.wait_for_mesh(h2.get_id(), TOPIC, timeout=10)
+            await first.publish(TOPIC, b"m0")
+            await first_write_held.wait()
+            for n in range(1, 5):
+                await first.publish(TOPIC, f"m{n}".encode())
+            release.set()
+            got = [(await subscription.get()).data for _ in range(5)]
+    assert sorted(got) == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    return per_write
+
+
+def merging(pubsub: Pubsub) -> None:
+    pubsub_merges_queued_rpcs(pubsub, max_bytes=64 * 1024)
+
+
+async def test_rpcs_queued_for_a_peer_go_out_in_one_write():
+    assert await messages_per_write(merging) == [1, 4]
+
+
+async def test_queued_rpcs_merge_only_up_to_the_bound():
+    """A bound smaller than two messages: each goes out alone, none is lost."""
+    def small_bound(pubsub: Pubsub) -> None:
+        pubsub_merges_queued_rpcs(pubsub, max_bytes=1)
+
+    assert await messages_per_write(small_bound) == [1, 1, 1, 1, 1]
+
+
+async def test_unpatched_libp2p_still_writes_each_rpc_alone():
+    """The canary: fails once py-libp2p merges queued RPCs itself (then drop the workaround)."""
+    assert await messages_per_write(no_patch) == [1, 1, 1, 1, 1]

@@ -55,6 +55,7 @@ from node.mesh.directory import PeerDirectory
 from node.mesh.libp2p_patches import (
     forget_failed_dial,
     on_mesh_peer_added,
+    pubsub_merges_queued_rpcs,
     pubsub_rides_existing_connections,
     pubsub_sends_no_peer_records,
     pubsub_skips_cache_replays,
@@ -76,6 +77,7 @@ from protocols.messages import Card
 log = logging.getLogger("praxis.announce")
 
 MAX_RPC_BYTES = 2 * MAX_ANNOUNCEMENT_BYTES  # one pubsub RPC frame (py-libp2p's default: 1 MiB)
+MAX_MERGED_RPC_BYTES = MAX_ANNOUNCEMENT_BYTES  # queued RPCs written as one up to this (half a frame: room for control)
 LEAVE_TIMEOUT = 1.0  # for the leaving announcement when the node stops
 FLUSH_POLL = 0.01
 # Right after start GossipSub has no mesh yet and an announcement may reach nobody: repeat it
@@ -142,6 +144,7 @@ class Announcements:
         pubsub_rides_existing_connections(self.pubsub)
         pubsub_skips_cache_replays(self.pubsub)
         pubsub_sends_no_peer_records(self.pubsub)
+        pubsub_merges_queued_rpcs(self.pubsub, MAX_MERGED_RPC_BYTES)
         for protocol in self.router.get_protocols():  # the library's handler, unable to end the node
             host.set_stream_handler(protocol, guarded("pubsub", self.pubsub.stream_handler))
         self.pubsub.set_topic_validator(CARDS_TOPIC, self._validate, False)

@@ -38,6 +38,7 @@ from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
 from multiaddr import Multiaddr
 
 from node.mesh.notifee import Notifee
@@ -312,6 +313,49 @@ def pubsub_sends_no_peer_records(pubsub: Any) -> None:
         return bool(await write_msg(stream, rpc))
 
     pubsub.write_msg = write_without_record
+
+
+def pubsub_merges_queued_rpcs(pubsub: Any, max_bytes: int) -> None:
+    """Make one Pubsub write the RPCs queued for a peer as one, up to `max_bytes`, not one by one.
+
+    **One write per RPC (py-libp2p 0.8.1, `pubsub/pubsub.py` `handle_sending_messages`).** Each
+    peer's sending task pops one RPC and writes it: one Noise message, one yamux frame, one
+    send, and at the peer one read, one frame and one wake of its reading task, for every
+    message forwarded: most of a message's cost (`py-spy` of a packed worker: the write and read
+    paths about twice the handling of the messages). A queue holds 32 RPCs; the library drops
+    what comes past that, so a busy node lost announcements. On this instance the sending task
+    takes what else is queued for the peer when it wakes and writes it in the same RPC (protobuf
+    concatenates the repeated `publish`, `subscriptions` and control fields), up to `max_bytes`.
+    An idle node's queue holds one RPC and nothing changes; a busy node's RPCs merge, so the
+    cost per message falls, and its queues drain, as the load grows.
+    Test: `tests/test_pubsub_patches.py::test_rpcs_queued_for_a_peer_go_out_in_one_write`.
+    """
+
+    async def send_merged(peer_id: ID, stream: INetStream, queue: Any) -> None:
+        held: Any = None  # an RPC that did not fit the last write: the next write starts with it
+        try:
+            while True:
+                rpc = held if held is not None else await queue.pop()
+                held = None
+                if rpc is None:  # the queue closed: the peer is gone
+                    return
+                out, size = rpc, rpc.ByteSize()
+                while len(queue):  # pop() returns at once while one is queued
+                    queued = await queue.pop()
+                    if queued is None or size + queued.ByteSize() > max_bytes:
+                        held = queued
+                        break
+                    if out is rpc:  # merge into a copy: the router queues one RPC object for several peers
+                        out = rpc_pb2.RPC()
+                        out.CopyFrom(rpc)
+                    out.MergeFrom(queued)
+                    size += queued.ByteSize()
+                if not await pubsub.write_msg(stream, out):
+                    return
+        except Exception:  # as the library's loop: the stream broke, the peer is gone
+            pubsub._handle_dead_peer(peer_id)
+
+    pubsub.handle_sending_messages = send_merged
 
 
 def addresses_skip_closed_listeners(host: IHost) -> None:
