@@ -5,10 +5,12 @@ changes what the workaround is for."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from libp2p.abc import ISubscriptionAPI
 from libp2p.pubsub.pubsub import Pubsub
 
 from node.mesh.host import full_addrs, parse_peer_addr
@@ -25,6 +27,21 @@ Patch = Callable[[Pubsub], None]
 
 def no_patch(pubsub: Pubsub) -> None:
     return None
+
+
+@asynccontextmanager
+async def meshed_with_a_subscriber(prepare: Patch) -> AsyncIterator[tuple[Pubsub, ISubscriptionAPI]]:
+    """A node's Pubsub (changed by `prepare`) subscribed to TOPIC and meshed with a peer's, and
+    the peer's subscription: what the node publishes now reaches the peer."""
+    async with raw_host() as h1, raw_host() as h2, running_pubsub(h1, prepare) as first, \
+            running_pubsub(h2, no_patch) as second:
+        await first.subscribe(TOPIC)
+        subscription = await second.subscribe(TOPIC)
+        with trio.fail_after(10):  # bounds against a hang, not speed
+            await h2.connect(parse_peer_addr(full_addrs(h1)[0]))
+            await first.wait_for_subscription(h2.get_id(), TOPIC, timeout=10)
+            await first.wait_for_mesh(h2.get_id(), TOPIC, timeout=10)  # else a publish may reach nobody
+        yield first, subscription
 
 
 async def what_a_late_subscriber_gets(patch: Patch) -> list[bytes]:
@@ -60,14 +77,8 @@ async def records_in_rpcs(patch: Patch) -> list[bool]:
         pubsub.write_msg = record  # type: ignore[method-assign,assignment]
         patch(pubsub)  # outside the recorder: the recorder sees what is written
 
-    async with raw_host() as h1, raw_host() as h2, running_pubsub(h1, recording) as first, \
-            running_pubsub(h2, no_patch) as second:
-        await first.subscribe(TOPIC)
-        subscription = await second.subscribe(TOPIC)
+    async with meshed_with_a_subscriber(recording) as (first, subscription):
         with trio.fail_after(10):
-            await h2.connect(parse_peer_addr(full_addrs(h1)[0]))
-            await first.wait_for_subscription(h2.get_id(), TOPIC, timeout=10)
-            await first.wait_for_mesh(h2.get_id(), TOPIC, timeout=10)  # else a publish may reach nobody
             await first.publish(TOPIC, b"hello")
             assert (await subscription.get()).data == b"hello"
     return carried
@@ -113,14 +124,8 @@ async def messages_per_write(patch: Patch) -> list[int]:
         pubsub.write_msg = record  # type: ignore[method-assign,assignment]
         patch(pubsub)
 
-    async with raw_host() as h1, raw_host() as h2, running_pubsub(h1, recording) as first, \
-            running_pubsub(h2, no_patch) as second:
-        await first.subscribe(TOPIC)
-        subscription = await second.subscribe(TOPIC)
+    async with meshed_with_a_subscriber(recording) as (first, subscription):
         with trio.fail_after(10):
-            await h2.connect(parse_peer_addr(full_addrs(h1)[0]))
-            await first.wait_for_subscription(h2.get_id(), TOPIC, timeout=10)
-            await first.wait_for_mesh(h2.get_id(), TOPIC, timeout=10)
             await first.publish(TOPIC, b"m0")
             await first_write_held.wait()
             for n in range(1, 5):
