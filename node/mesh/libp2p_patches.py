@@ -345,7 +345,7 @@ def pubsub_merges_queued_rpcs(pubsub: Any, max_bytes: int) -> None:
                     if queued is None or size + queued.ByteSize() > max_bytes:
                         held = queued
                         break
-                    if out is rpc:  # merge into a copy: the router queues one RPC object for several peers
+                    if out is rpc:  # into a copy: pubsub queues one RPC object for several peers (subscriptions)
                         out = rpc_pb2.RPC()
                         out.CopyFrom(rpc)
                     out.MergeFrom(queued)
