@@ -193,28 +193,29 @@ class Announcements:
         longest = MAX_TTL_SECONDS * self.every / self.ttl
         return max(self.every, min(self.per_peer * len(self.directory), longest))
 
-    def lease(self) -> float:
-        """How long receivers keep this node's card after an announcement: `p2p.announce_ttl_seconds`
-        for the configured period, scaled with the period."""
-        return self.ttl * self.period() / self.every
+    def lease(self, period: float | None = None) -> float:
+        """How long receivers keep this node's card after an announcement made with `period` (by
+        default the one in force now): `p2p.announce_ttl_seconds` for the configured period,
+        scaled with the period."""
+        return self.ttl * (self.period() if period is None else period) / self.every
 
     async def _announce(self) -> None:
         seen = self.own_card_changed.version
         for delay in itertools.chain(EARLY_REPEATS, itertools.repeat(math.inf)):  # for the node's life
-            sent, period, lease = trio.current_time(), self.period(), self.lease()
+            sent, period = trio.current_time(), self.period()
             await self.publish_now()
-            while (due := min(sent + delay, self._due(sent, period, lease))) > trio.current_time():
+            while (due := min(sent + delay, self._due(sent, period))) > trio.current_time():
                 with trio.move_on_at(due):  # the period, or sooner on a change
                     seen = await self.own_card_changed.wait_past(seen)
                     break
 
-    def _due(self, sent: float, period: float, lease: float) -> float:
-        """When the announcement after one sent at `sent` with `period` and `lease` is due. The
+    def _due(self, sent: float, period: float) -> float:
+        """When the announcement after one sent at `sent` with `period` is due. The
         period is read again (RTCP's timer reconsideration, RFC 3550 6.3.6): while a mesh starts,
         directories fill, and a period set on a small one would flood the mesh with announcements
         timed for a few nodes. It only grows, and only while the receivers keep the card: the
         next announcement leaves them the old period's margin before the lease ends."""
-        latest = sent + max(period, lease - period)
+        latest = sent + max(period, self.lease(period) - period)
         return max(sent + period, min(sent + self.period(), latest))
 
     async def _announce_once_meshed(self) -> None:
