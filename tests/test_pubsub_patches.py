@@ -6,15 +6,20 @@ changes what the workaround is for."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
 from libp2p.abc import ISubscriptionAPI
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
 
 from node.mesh.host import full_addrs, parse_peer_addr
 from node.mesh.libp2p_patches import (
+    gossipsub_refuses_grafts_past_d_high,
     pubsub_merges_queued_rpcs,
     pubsub_sends_no_peer_records,
     pubsub_skips_cache_replays,
@@ -160,3 +165,51 @@ async def test_unpatched_libp2p_still_writes_each_rpc_alone():
     """The canary: fails once py-libp2p merges queued RPCs itself (then drop the workaround)."""
     per_write = await messages_per_write(no_patch)
     assert len(per_write) >= 5 and set(per_write) == {1}
+
+
+async def hub_mesh_after_four_grafts(*, patched: bool, hub_dials_last: bool) -> int:
+    """A hub whose GossipSub keeps 2 to 3 peers in its mesh (D_high 3) and whose heartbeat is a
+    minute away, so only GRAFTs change its mesh; four peers subscribe and graft it (three dial
+    it, the last is dialled by the hub when `hub_dials_last`), one after the other. The hub's
+    mesh size once it has handled a GRAFT from each."""
+    async with AsyncExitStack() as stack:
+        # Every host first, then every pubsub: they stop in the reverse order, pubsub first.
+        hub, *others = [await stack.enter_async_context(raw_host()) for _ in range(5)]
+        router = GossipSub([PROTOCOL_ID_V11], 2, 1, 3, heartbeat_interval=60)
+        if patched:
+            gossipsub_refuses_grafts_past_d_high(router, hub)
+        send, grafts_handled = trio.open_memory_channel[ID](len(others))
+        handle_graft = router.handle_graft
+
+        async def reporting(graft: rpc_pb2.ControlGraft, sender: ID) -> None:
+            await handle_graft(graft, sender)
+            send.send_nowait(sender)
+
+        router.handle_graft = reporting  # type: ignore[method-assign]
+        pubsub = Pubsub(hub, router)
+        await stack.enter_async_context(background_trio_service(pubsub))
+        await stack.enter_async_context(background_trio_service(router))
+        await pubsub.wait_until_ready()
+        await pubsub.subscribe(TOPIC)
+        peers = [await stack.enter_async_context(running_pubsub(host, no_patch)) for host in others]
+        with trio.fail_after(20):  # bounds against a hang, not speed
+            for i, (host, peer) in enumerate(zip(others, peers, strict=True)):
+                await peer.subscribe(TOPIC)  # its heartbeat grafts the hub once they are connected
+                if hub_dials_last and i == len(others) - 1:
+                    await hub.connect(parse_peer_addr(full_addrs(host)[0]))
+                else:
+                    await host.connect(parse_peer_addr(full_addrs(hub)[0]))
+                assert await grafts_handled.receive() == host.get_id()  # one peer at a time: the last comes last
+        return len(router.mesh[TOPIC])
+
+
+async def test_a_graft_past_d_high_is_pruned_unless_this_node_dialled():
+    """GRAFTs that would take the mesh past D_high are answered with a PRUNE, as go-libp2p does,
+    except from a peer this node dialled (which an attacker cannot choose)."""
+    assert await hub_mesh_after_four_grafts(patched=True, hub_dials_last=False) == 3
+    assert await hub_mesh_after_four_grafts(patched=True, hub_dials_last=True) == 4
+
+
+async def test_unpatched_libp2p_still_grafts_past_d_high():
+    """The canary: fails once py-libp2p refuses such GRAFTs itself (then drop the workaround)."""
+    assert await hub_mesh_after_four_grafts(patched=False, hub_dials_last=False) == 4

@@ -39,6 +39,7 @@ from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.rcmgr import Direction
 from multiaddr import Multiaddr
 
 from node.mesh.notifee import Notifee
@@ -275,6 +276,41 @@ def on_mesh_peer_added(router: GossipSub, callback: Callable[[ID, str], None]) -
         callback(peer_id, topic)
 
     router._notify_mesh_peer_added = notify_and_call  # type: ignore[method-assign]
+
+
+def gossipsub_refuses_grafts_past_d_high(router: GossipSub, host: IHost) -> None:
+    """Make one GossipSub router answer a GRAFT with a PRUNE when the topic's mesh already holds
+    `degree_high` peers and this node did not dial the grafting peer.
+
+    **Meshes grow past D_high between heartbeats (py-libp2p 0.8.1, `GossipSub.handle_graft`).**
+    The library adds every peer that grafts, and only its heartbeat prunes the mesh back to D,
+    30-60 s apart once its adaptive gossip lengthens the heartbeat: until then any number of
+    peers, sybils included, sit in the mesh and are sent every message. go-libp2p
+    refuses such a GRAFT (`handleGraft`: at D_hi it accepts only peers it dialled, which an
+    attacker cannot choose, against a takeover of the mesh) and backs off from the peer; this
+    does the same, with the library's own PRUNE and backoff.
+    Test: `tests/test_pubsub_patches.py::test_a_graft_past_d_high_is_pruned_unless_this_node_dialled`;
+    canary `::test_unpatched_libp2p_still_grafts_past_d_high`.
+    """
+    handle_graft = router.handle_graft
+
+    async def handle_graft_within_d_high(graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
+        topic = graft_msg.topicID
+        mesh = router.mesh.get(topic)
+        if (mesh is not None and sender_peer_id not in mesh and len(mesh) >= router.degree_high
+                and not _dialled(host, sender_peer_id)):
+            router._add_back_off(sender_peer_id, topic, False)
+            await router.emit_prune(topic, sender_peer_id, False, False)
+            return
+        await handle_graft(graft_msg, sender_peer_id)
+
+    router.handle_graft = handle_graft_within_d_high  # type: ignore[method-assign]
+
+
+def _dialled(host: IHost, peer: ID) -> bool:
+    """Whether this node holds a connection to `peer` that it dialled itself."""
+    network = host.get_network()
+    return any(getattr(conn, "direction", None) == Direction.OUTBOUND for conn in network.get_connections(peer))
 
 
 def pubsub_skips_cache_replays(pubsub: Any) -> None:
