@@ -167,11 +167,11 @@ async def test_unpatched_libp2p_still_writes_each_rpc_alone():
     assert len(per_write) >= 5 and set(per_write) == {1}
 
 
-async def hub_mesh_after_four_grafts(*, patched: bool, hub_dials_last: bool) -> int:
+async def hub_mesh_after_four_grafts(*, patched: bool, hub_dials_last: bool) -> tuple[int, int]:
     """A hub whose GossipSub keeps 2 to 3 peers in its mesh (D_high 3) and whose heartbeat is a
     minute away, so only GRAFTs change its mesh; four peers subscribe and graft it (three dial
     it, the last is dialled by the hub when `hub_dials_last`), one after the other. The hub's
-    mesh size once it has handled a GRAFT from each."""
+    mesh size once it has handled a GRAFT from each, and how many of the four it sent a PRUNE."""
     async with AsyncExitStack() as stack:
         # Every host first, then every pubsub: they stop in the reverse order, pubsub first.
         hub, *others = [await stack.enter_async_context(raw_host()) for _ in range(5)]
@@ -179,13 +179,19 @@ async def hub_mesh_after_four_grafts(*, patched: bool, hub_dials_last: bool) -> 
         if patched:
             gossipsub_refuses_grafts_past_d_high(router, hub)
         send, grafts_handled = trio.open_memory_channel[ID](len(others))
-        handle_graft = router.handle_graft
+        handle_graft, emit_prune = router.handle_graft, router.emit_prune
+        pruned: list[ID] = []
+
+        async def recording(topic: str, to_peer: ID, do_px: bool, is_unsubscribe: bool) -> None:
+            pruned.append(to_peer)
+            await emit_prune(topic, to_peer, do_px, is_unsubscribe)
 
         async def reporting(graft: rpc_pb2.ControlGraft, sender: ID) -> None:
             await handle_graft(graft, sender)
             send.send_nowait(sender)
 
         router.handle_graft = reporting  # type: ignore[method-assign]
+        router.emit_prune = recording  # type: ignore[method-assign]
         pubsub = Pubsub(hub, router)
         await stack.enter_async_context(background_trio_service(pubsub))
         await stack.enter_async_context(background_trio_service(router))
@@ -200,16 +206,16 @@ async def hub_mesh_after_four_grafts(*, patched: bool, hub_dials_last: bool) -> 
                 else:
                     await host.connect(parse_peer_addr(full_addrs(hub)[0]))
                 assert await grafts_handled.receive() == host.get_id()  # one peer at a time: the last comes last
-        return len(router.mesh[TOPIC])
+        return len(router.mesh[TOPIC]), len(pruned)
 
 
 async def test_a_graft_past_d_high_is_pruned_unless_this_node_dialled():
     """GRAFTs that would take the mesh past D_high are answered with a PRUNE, as go-libp2p does,
     except from a peer this node dialled (which an attacker cannot choose)."""
-    assert await hub_mesh_after_four_grafts(patched=True, hub_dials_last=False) == 3
-    assert await hub_mesh_after_four_grafts(patched=True, hub_dials_last=True) == 4
+    assert await hub_mesh_after_four_grafts(patched=True, hub_dials_last=False) == (3, 1)
+    assert await hub_mesh_after_four_grafts(patched=True, hub_dials_last=True) == (4, 0)
 
 
 async def test_unpatched_libp2p_still_grafts_past_d_high():
     """The canary: fails once py-libp2p refuses such GRAFTs itself (then drop the workaround)."""
-    assert await hub_mesh_after_four_grafts(patched=False, hub_dials_last=False) == 4
+    assert await hub_mesh_after_four_grafts(patched=False, hub_dials_last=False) == (4, 0)
