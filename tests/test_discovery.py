@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 from node.app import DEPARTURE_GRACE, Node
 from node.mesh import announcements as announcing
 from node.mesh.host import parse_peer_addr
+from node.runtime.signals import ChangeSignal
 from protocols.announce import CARDS_TOPIC
 from protocols.errors import PeerUnreachable, ToolTimeout
 from tests.helpers import ECHO_PARAMS, node_config, py_tool, wait_until
@@ -126,6 +127,42 @@ async def _meshed_pair(stack: AsyncExitStack) -> tuple[Node, Node]:
     await a.announcements.router.wait_for_mesh(ID.from_base58(b.peer_id), CARDS_TOPIC, timeout=10)
     await b.announcements.router.wait_for_mesh(ID.from_base58(a.peer_id), CARDS_TOPIC, timeout=10)
     return a, b
+
+
+async def heartbeat_after_a_health_score(*, adaptive: bool) -> float:
+    """A lone node (an empty mesh: the worst health py-libp2p can score) after its GossipSub has
+    scored the mesh's health, which the library does every 30 s when its adaptive gossip is on
+    (forced here by dating the last score back): the heartbeat interval it then runs with."""
+    node = discovering("a")
+    async with node.running():
+        assert node.announcements is not None
+        router = node.announcements.router
+        router.adaptive_gossip_enabled = adaptive
+        scored = ChangeSignal()  # bumped by each heartbeat after the step that may score the health
+        cleanup = router._periodic_security_cleanup
+
+        def signalling() -> None:
+            cleanup()
+            scored.bump()
+
+        router._periodic_security_cleanup = signalling  # type: ignore[method-assign]
+        seen = scored.version
+        router.last_health_update -= 31
+        with trio.fail_after(10):  # the next heartbeat, 1 s away; bounds against a hang, not speed
+            await scored.wait_past(seen)
+        return router.heartbeat_interval
+
+
+async def test_the_gossipsub_heartbeat_stays_at_its_setting():
+    """py-libp2p's adaptive gossip turns a 1 s heartbeat into 30-60 s when it scores the mesh's
+    health low ("faster recovery", its comment says): meshes then lose and gain peers for up to a
+    minute with nobody repairing them. The node runs GossipSub without it."""
+    assert await heartbeat_after_a_health_score(adaptive=False) == 1
+
+
+async def test_unpatched_libp2p_still_slows_the_heartbeat_of_an_unhealthy_mesh():
+    """The canary: fails once py-libp2p's adaptive gossip no longer lengthens a 1 s heartbeat."""
+    assert await heartbeat_after_a_health_score(adaptive=True) >= 30
 
 
 async def test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer(monkeypatch):

@@ -283,9 +283,9 @@ def gossipsub_refuses_grafts_past_d_high(router: GossipSub, host: IHost) -> None
     `degree_high` peers and this node did not dial the grafting peer.
 
     **Meshes grow past D_high between heartbeats (py-libp2p 0.8.1, `GossipSub.handle_graft`).**
-    The library adds every peer that grafts, and only its heartbeat prunes the mesh back to D,
-    30-60 s apart once its adaptive gossip lengthens the heartbeat: until then any number of
-    peers, sybils included, sit in the mesh and are sent every message. go-libp2p
+    The library adds every peer that grafts, and only its heartbeat prunes the mesh back to D
+    (1 s apart on a node, 30-60 s under the library's adaptive gossip, which the node turns off):
+    until then any number of peers, sybils included, sit in the mesh and are sent every message. go-libp2p
     refuses such a GRAFT (`handleGraft`: at D_hi it accepts only peers it dialled, which an
     attacker cannot choose, against a takeover of the mesh) and backs off from the peer; this
     does the same, with the library's own PRUNE and backoff.
