@@ -167,10 +167,12 @@ class PeerDirectory:
 
     def providers(self, tool: str, fingerprint: str | None = None) -> list[str]:
         """Peers whose card lists `tool` (with that definition, if given), best first."""
+        return self._best_first([pid for pid, entry in self._peers.items() if tool in entry.tools
+                                 and (fingerprint is None or entry.fingerprints[tool] == fingerprint)])
+
+    def _best_first(self, peer_ids: list[str]) -> list[str]:
         now = trio.current_time()
-        candidates = [pid for pid, entry in self._peers.items() if tool in entry.tools
-                      and (fingerprint is None or entry.fingerprints[tool] == fingerprint)]
-        return sorted(candidates, key=lambda pid: (self.health(pid).score(now), pid))
+        return sorted(peer_ids, key=lambda pid: (self.health(pid).score(now), pid))
 
     def definitions(self, tool: str) -> list[Definition]:
         """The distinct definitions peers give `tool`, the longest-known first.
@@ -178,15 +180,23 @@ class PeerDirectory:
         The first one is the name's pinned definition: a newcomer offering the same name with
         another definition never replaces it (its variant is listed apart).
         """
-        groups: dict[str, list[str]] = {}
+        return self.every_definition(only=tool).get(tool, [])
+
+    def every_definition(self, only: str | None = None) -> dict[str, list[Definition]]:
+        """`definitions` of every tool name (or of `only`), in one pass over the cards: a listing
+        of the whole mesh costs the cards' tools, not names times peers."""
+        groups: dict[str, dict[str, list[str]]] = {}  # name -> fingerprint -> peers
         for peer_id, entry in self._peers.items():
-            if tool in entry.tools:
-                groups.setdefault(entry.fingerprints[tool], []).append(peer_id)
+            for name, fingerprint in entry.fingerprints.items():
+                if only is None or name == only:
+                    groups.setdefault(name, {}).setdefault(fingerprint, []).append(peer_id)
+        return {name: self._definitions(name, by_fingerprint) for name, by_fingerprint in groups.items()}
+
+    def _definitions(self, tool: str, by_fingerprint: dict[str, list[str]]) -> list[Definition]:
         out = []
-        for fingerprint, peers in groups.items():
+        for fingerprint, peers in by_fingerprint.items():
             first = min(peers, key=lambda p: (self._peers[p].first_seen[tool], p))
-            out.append(Definition(fingerprint, self._peers[first].tools[tool],
-                                  tuple(self.providers(tool, fingerprint)),
+            out.append(Definition(fingerprint, self._peers[first].tools[tool], tuple(self._best_first(peers)),
                                   self._peers[first].first_seen[tool], first))
         return sorted(out, key=lambda d: (d.first_seen, d.fingerprint))
 

@@ -121,9 +121,9 @@ class Router:
             for name, (server, spec) in sorted(self.upstreams.tools().items()):
                 if name not in out:
                     out[name] = MeshTool(spec, (f"mcp:{server}",), name)
-        for name in sorted(self.directory.tool_names()):
+        for name, definitions in sorted(self.directory.every_definition().items()):
             own = out.get(name)
-            for index, definition in enumerate(self.directory.definitions(name)):
+            for index, definition in enumerate(definitions):
                 if own is None and index == 0:
                     out[name] = MeshTool(definition.spec, definition.providers, name, definition.fingerprint)
                 elif own is not None and definition.fingerprint == own.spec.fingerprint():
