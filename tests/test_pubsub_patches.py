@@ -1,5 +1,6 @@
 """GossipSub as a node runs it (node.mesh.libp2p_patches): no message-cache replay to a peer that
-subscribes, no signed peer record in every RPC, and the RPCs queued for a peer written as one.
+subscribes, no signed peer record in every RPC, the RPCs queued for a peer written as one, and a
+peer's stream opened again after a failed negotiation.
 Real py-libp2p hosts and Pubsub on 127.0.0.1; each test has a canary that fails once py-libp2p
 changes what the workaround is for."""
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import ISubscriptionAPI
+from libp2p.host.exceptions import StreamFailure
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -21,6 +23,7 @@ from node.mesh.host import full_addrs, parse_peer_addr
 from node.mesh.libp2p_patches import (
     gossipsub_refuses_grafts_past_d_high,
     pubsub_merges_queued_rpcs,
+    pubsub_retries_failed_stream_negotiation,
     pubsub_sends_no_peer_records,
     pubsub_skips_cache_replays,
 )
@@ -219,3 +222,47 @@ async def test_a_graft_past_d_high_is_pruned_unless_this_node_dialled():
 async def test_unpatched_libp2p_still_grafts_past_d_high():
     """The canary: fails once py-libp2p refuses such GRAFTs itself (then drop the workaround)."""
     assert await hub_mesh_after_four_grafts(patched=False, hub_dials_last=False) == (4, 0)
+
+
+async def registered_after_a_failed_negotiation(patch: Patch) -> bool:
+    """A node's pubsub (changed by `patch`) connects to a peer that does not run pubsub yet, so
+    its first stream open fails in negotiation; then the peer starts pubsub. Once the node's
+    registration of the peer has ended (given up or done): is the peer registered?"""
+    first_failure, registration_ended = trio.Event(), trio.Event()
+
+    def prepare(pubsub: Pubsub) -> None:
+        handle_new_peer = pubsub._handle_new_peer
+
+        async def noting_failures(peer_id: ID) -> None:
+            try:
+                await handle_new_peer(peer_id)
+            except StreamFailure:
+                first_failure.set()
+                raise
+
+        pubsub._handle_new_peer = noting_failures  # type: ignore[method-assign]
+        patch(pubsub)
+        register = pubsub._handle_new_peer_with_retry
+
+        async def noting_the_end(peer_id: ID, timeout: float | None = None) -> None:
+            await register(peer_id, timeout)
+            registration_ended.set()
+
+        pubsub._handle_new_peer_with_retry = noting_the_end  # type: ignore[method-assign]
+
+    async with raw_host() as h1, raw_host() as h2, running_pubsub(h1, prepare) as first:
+        with trio.fail_after(20):  # bounds against a hang, not speed
+            await h1.connect(parse_peer_addr(full_addrs(h2)[0]))
+            await first_failure.wait()
+            async with running_pubsub(h2, no_patch):
+                await registration_ended.wait()
+                return h2.get_id() in first.peers
+
+
+async def test_a_failed_pubsub_negotiation_is_tried_again():
+    assert await registered_after_a_failed_negotiation(pubsub_retries_failed_stream_negotiation)
+
+
+async def test_unpatched_libp2p_still_gives_up_a_peer_after_one_failed_negotiation():
+    """The canary: fails once py-libp2p retries a failed negotiation itself (then drop the workaround)."""
+    assert not await registered_after_a_failed_negotiation(no_patch)

@@ -64,6 +64,7 @@ from node.mesh.libp2p_patches import (
     gossipsub_refuses_grafts_past_d_high,
     on_mesh_peer_added,
     pubsub_merges_queued_rpcs,
+    pubsub_retries_failed_stream_negotiation,
     pubsub_rides_existing_connections,
     pubsub_sends_no_peer_records,
     pubsub_skips_cache_replays,
@@ -150,6 +151,7 @@ class Announcements:
         self.pubsub = Pubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC_BYTES,
                              max_subscriptions_per_peer=4, allowed_topics={CARDS_TOPIC})
         pubsub_rides_existing_connections(self.pubsub)
+        pubsub_retries_failed_stream_negotiation(self.pubsub)
         pubsub_skips_cache_replays(self.pubsub)
         pubsub_sends_no_peer_records(self.pubsub)
         pubsub_merges_queued_rpcs(self.pubsub, MAX_MERGED_RPC_BYTES)

@@ -33,8 +33,10 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, IMuxedConn, INetStream, INetwork, ISecureConn
+from libp2p.host.exceptions import StreamFailure
 from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.network.exceptions import SwarmException
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
@@ -257,6 +259,46 @@ def pubsub_rides_existing_connections(pubsub: Any) -> None:
             await handle_new_peer(peer_id)
 
     pubsub._handle_new_peer = handle_new_peer_if_connected
+
+
+PUBSUB_STREAM_TRIES = 5  # stream opens to one peer that fail in negotiation before pubsub gives up
+MAX_STREAM_FAILURES = 4096  # peers whose failed opens are counted at once
+
+
+def pubsub_retries_failed_stream_negotiation(pubsub: Any, tries: int = PUBSUB_STREAM_TRIES) -> None:
+    """Make one Pubsub try again, a few times, when its stream to a connected peer fails in
+    protocol negotiation, as the library already does when the swarm fails.
+
+    **A peer's pubsub stream is given up after one failed negotiation (py-libp2p 0.8.1,
+    `Pubsub._handle_new_peer_with_retry`).** The library retries a `SwarmException` while the
+    peer stays connected, but `host.new_stream` reports a negotiation that failed (under load:
+    "response timed out after 10s", dozens of times while 50 nodes start in one process) as
+    `StreamFailure`, which it takes as final: that peer is then never registered with pubsub
+    while the connection lasts. A newcomer whose one connection was its bootstrap peer heard no
+    announcement at all (seen: three of 50 nodes left with one connection, no pubsub peer and a
+    directory of one card). Here a `StreamFailure` is retried the library's way (its backoff,
+    0.5 s doubling to 10 s, while connected) up to `tries` opens per peer, then given up as
+    before: a peer without pubsub (the Go node) costs `tries` negotiations per connection.
+    Test: `tests/test_pubsub_patches.py::test_a_failed_pubsub_negotiation_is_tried_again`;
+    canary `::test_unpatched_libp2p_still_gives_up_a_peer_after_one_failed_negotiation`.
+    """
+    handle_new_peer = pubsub._handle_new_peer
+    failed: dict[ID, int] = {}
+
+    async def handle_new_peer_retrying(peer_id: ID) -> None:
+        try:
+            await handle_new_peer(peer_id)
+        except StreamFailure as exc:
+            count = failed.pop(peer_id, 0) + 1
+            if count >= tries:
+                raise  # the library gives up, as it would have at once
+            if len(failed) >= MAX_STREAM_FAILURES:
+                failed.clear()
+            failed[peer_id] = count
+            raise SwarmException(f"pubsub stream negotiation failed ({count} of {tries})") from exc
+        failed.pop(peer_id, None)
+
+    pubsub._handle_new_peer = handle_new_peer_retrying
 
 
 def on_mesh_peer_added(router: GossipSub, callback: Callable[[ID, str], None]) -> None:
