@@ -29,8 +29,8 @@ heartbeat to 30-60 s (its comment calls that faster recovery) and raises D_low a
 to 3 and 4. Measured, 50 nodes in one process, settled: with it, 33 nodes at a 60 s heartbeat,
 meshes of up to 12 peers, 6.5 messages written per node a second and 0.86% of a core per node;
 without it (three runs), every heartbeat 1 s, meshes of at most 8, 3.5-4.1 messages and
-0.64-0.71%. In one run each way one node's mesh stayed empty and its directory at 1 card (not
-explained yet).
+0.64-0.71%. (In one run each way one node's mesh stayed empty and its directory at 1 card:
+pubsub had given up its peers, see `libp2p_patches.pubsub_retries_failed_stream_negotiation`.)
 Left as the library has it: its opportunistic grafting, which grafts up to two more peers at
 every heartbeat (the heartbeat prunes back to D past D_high): turned off, IHAVE gossip to
 non-mesh peers rose from 0.15 to 3.5-4 per node a second and the CPU per node to 1.0-1.2%
