@@ -129,15 +129,17 @@ async def _meshed_pair(stack: AsyncExitStack) -> tuple[Node, Node]:
     return a, b
 
 
-async def heartbeat_after_a_health_score(*, adaptive: bool) -> float:
+async def heartbeat_after_a_health_score(*, adaptive: bool | None = None) -> float:
     """A lone node (an empty mesh: the worst health py-libp2p can score) after its GossipSub has
     scored the mesh's health, which the library does every 30 s when its adaptive gossip is on
-    (forced here by dating the last score back): the heartbeat interval it then runs with."""
+    (forced here by dating the last score back): the heartbeat interval it then runs with.
+    `adaptive` overrides the node's own setting (None: the node as it is built)."""
     node = discovering("a")
     async with node.running():
         assert node.announcements is not None
         router = node.announcements.router
-        router.adaptive_gossip_enabled = adaptive
+        if adaptive is not None:
+            router.adaptive_gossip_enabled = adaptive
         scored = ChangeSignal()  # bumped by each heartbeat after the step that may score the health
         cleanup = router._periodic_security_cleanup
 
@@ -157,7 +159,7 @@ async def test_the_gossipsub_heartbeat_stays_at_its_setting():
     """py-libp2p's adaptive gossip turns a 1 s heartbeat into 30-60 s when it scores the mesh's
     health low ("faster recovery", its comment says): meshes then lose and gain peers for up to a
     minute with nobody repairing them. The node runs GossipSub without it."""
-    assert await heartbeat_after_a_health_score(adaptive=False) == 1
+    assert await heartbeat_after_a_health_score() == 1
 
 
 async def test_unpatched_libp2p_still_slows_the_heartbeat_of_an_unhealthy_mesh():

@@ -135,7 +135,7 @@ async def test_older_card_does_not_replace_a_newer_one():
     old = Card(name="n", peer_id="p", tools=[ToolSpec(name="a")], timestamp=1000)
     assert directory.update(new) is True
     assert directory.update(old) is False
-    assert directory.tool_names() == {"b"}
+    assert set(directory.every_definition()) == {"b"}
 
 
 async def test_a_rejoining_peer_starts_with_a_clean_record():

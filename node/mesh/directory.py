@@ -158,9 +158,6 @@ class PeerDirectory:
         """How many peers' cards are held (without sorting them, as `peers()` does)."""
         return len(self._peers)
 
-    def tool_names(self) -> set[str]:
-        return {name for entry in self._peers.values() for name in entry.tools}
-
     def offers(self, tool: str) -> bool:
         """Does any peer's card list `tool`? (Without building the set of every name.)"""
         return any(tool in entry.tools for entry in self._peers.values())
@@ -180,16 +177,20 @@ class PeerDirectory:
         The first one is the name's pinned definition: a newcomer offering the same name with
         another definition never replaces it (its variant is listed apart).
         """
-        return self.every_definition(only=tool).get(tool, [])
+        by_fingerprint: dict[str, list[str]] = {}
+        for peer_id, entry in self._peers.items():
+            fingerprint = entry.fingerprints.get(tool)
+            if fingerprint is not None:
+                by_fingerprint.setdefault(fingerprint, []).append(peer_id)
+        return self._definitions(tool, by_fingerprint)
 
-    def every_definition(self, only: str | None = None) -> dict[str, list[Definition]]:
-        """`definitions` of every tool name (or of `only`), in one pass over the cards: a listing
-        of the whole mesh costs the cards' tools, not names times peers."""
+    def every_definition(self) -> dict[str, list[Definition]]:
+        """`definitions` of every tool name, in one pass over the cards: a listing of the whole
+        mesh costs the cards' tools, not names times peers."""
         groups: dict[str, dict[str, list[str]]] = {}  # name -> fingerprint -> peers
         for peer_id, entry in self._peers.items():
             for name, fingerprint in entry.fingerprints.items():
-                if only is None or name == only:
-                    groups.setdefault(name, {}).setdefault(fingerprint, []).append(peer_id)
+                groups.setdefault(name, {}).setdefault(fingerprint, []).append(peer_id)
         return {name: self._definitions(name, by_fingerprint) for name, by_fingerprint in groups.items()}
 
     def _definitions(self, tool: str, by_fingerprint: dict[str, list[str]]) -> list[Definition]:
@@ -206,11 +207,6 @@ class PeerDirectory:
         first = min(((entry.first_seen[tool], entry.fingerprints[tool])
                      for entry in self._peers.values() if tool in entry.tools), default=None)
         return first[1] if first is not None else None
-
-    def spec(self, tool: str) -> ToolSpec | None:
-        """The pinned definition of `tool` among peers (see `definitions`)."""
-        found = self.definitions(tool)
-        return found[0].spec if found else None
 
     def health(self, peer_id: str) -> ProviderHealth:
         """The peer's record; a peer not in the directory gets a detached one (nothing is kept)."""
