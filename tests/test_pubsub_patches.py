@@ -21,6 +21,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from node.mesh.host import full_addrs, parse_peer_addr
 from node.mesh.libp2p_patches import (
+    gossipsub_backs_off_peers_it_prunes,
     gossipsub_refuses_grafts_past_d_high,
     pubsub_merges_queued_rpcs,
     pubsub_retries_failed_stream_negotiation,
@@ -178,7 +179,7 @@ async def hub_mesh_after_four_grafts(*, patched: bool, hub_dials_last: bool) -> 
     async with AsyncExitStack() as stack:
         # Every host first, then every pubsub: they stop in the reverse order, pubsub first.
         hub, *others = [await stack.enter_async_context(raw_host()) for _ in range(5)]
-        router = GossipSub([PROTOCOL_ID_V11], 2, 1, 3, heartbeat_interval=60)
+        router = GossipSub([PROTOCOL_ID_V11], 2, 1, 3, heartbeat_interval=60, heartbeat_initial_delay=60)
         if patched:
             gossipsub_refuses_grafts_past_d_high(router, hub)
         send, grafts_handled = trio.open_memory_channel[ID](len(others))
@@ -222,6 +223,48 @@ async def test_a_graft_past_d_high_is_pruned_unless_this_node_dialled():
 async def test_unpatched_libp2p_still_grafts_past_d_high():
     """The canary: fails once py-libp2p refuses such GRAFTs itself (then drop the workaround)."""
     assert await hub_mesh_after_four_grafts(patched=False, hub_dials_last=False) == (4, 0)
+
+
+async def grafted_again_after_a_prune(*, patched: bool) -> tuple[int, int]:
+    """A hub whose GossipSub keeps 1 to 3 peers in its mesh (D 2) and whose own heartbeat is a
+    minute away; four peers subscribe and graft it, then the hub runs its heartbeat's mesh step
+    (what `GossipSub.heartbeat` runs each time) three times. How many peers the first prunes,
+    and how many of those the next two graft again."""
+    async with AsyncExitStack() as stack:
+        # Every host first, then every pubsub: they stop in the reverse order, pubsub first.
+        hub, *others = [await stack.enter_async_context(raw_host()) for _ in range(5)]
+        router = GossipSub([PROTOCOL_ID_V11], 2, 1, 3, heartbeat_interval=60, heartbeat_initial_delay=60)
+        if patched:
+            gossipsub_backs_off_peers_it_prunes(router)
+        pubsub = Pubsub(hub, router)
+        await stack.enter_async_context(background_trio_service(pubsub))
+        await stack.enter_async_context(background_trio_service(router))
+        await pubsub.wait_until_ready()
+        await pubsub.subscribe(TOPIC)
+        peers = [await stack.enter_async_context(running_pubsub(host, no_patch)) for host in others]
+        with trio.fail_after(20):  # bounds against a hang, not speed
+            for host, peer in zip(others, peers, strict=True):
+                await peer.subscribe(TOPIC)  # its heartbeat grafts the hub once they are connected
+                await host.connect(parse_peer_addr(full_addrs(hub)[0]))
+                await pubsub.wait_for_mesh(host.get_id(), TOPIC, timeout=20)
+        _, pruned = router.mesh_heartbeat()
+        grafted_again = set()
+        for _ in range(2):
+            grafted, _ = router.mesh_heartbeat()
+            grafted_again |= grafted.keys() & pruned.keys()
+        return len(pruned), len(grafted_again)
+
+
+async def test_a_peer_pruned_by_the_heartbeat_is_not_grafted_again():
+    """Four mesh peers, D_high 3: the heartbeat prunes two and backs off from them, so its
+    opportunistic grafting picks neither again (the peers would refuse: they back off too)."""
+    assert await grafted_again_after_a_prune(patched=True) == (2, 0)
+
+
+async def test_unpatched_libp2p_still_grafts_again_a_peer_it_pruned():
+    """The canary: fails once py-libp2p backs off from the peers it prunes (then drop the workaround)."""
+    pruned, grafted_again = await grafted_again_after_a_prune(patched=False)
+    assert pruned == 2 and grafted_again > 0
 
 
 async def registered_after_a_failed_negotiation(patch: Patch) -> bool:

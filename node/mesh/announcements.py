@@ -61,6 +61,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from node.mesh.directory import PeerDirectory
 from node.mesh.libp2p_patches import (
     forget_failed_dial,
+    gossipsub_backs_off_peers_it_prunes,
     gossipsub_refuses_grafts_past_d_high,
     on_mesh_peer_added,
     pubsub_merges_queued_rpcs,
@@ -161,6 +162,7 @@ class Announcements:
         self._meshed = trio.Event()  # GossipSub's mesh has had a peer
         on_mesh_peer_added(self.router, lambda peer_id, topic: self._meshed.set())
         gossipsub_refuses_grafts_past_d_high(self.router, host)
+        gossipsub_backs_off_peers_it_prunes(self.router)
         self._started = False
 
     @asynccontextmanager
