@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
-from libp2p.abc import ISubscriptionAPI
+from libp2p.abc import IHost, ISubscriptionAPI
 from libp2p.host.exceptions import StreamFailure
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
@@ -171,39 +171,53 @@ async def test_unpatched_libp2p_still_writes_each_rpc_alone():
     assert len(per_write) >= 5 and set(per_write) == {1}
 
 
+async def hub_and_four_subscribers(
+    stack: AsyncExitStack, prepare: Callable[[GossipSub, IHost], None],
+) -> tuple[IHost, GossipSub, Pubsub, list[tuple[IHost, Pubsub]]]:
+    """A hub subscribed to TOPIC whose GossipSub keeps 1 to 3 peers in its mesh (D 2, D_high 3)
+    and whose heartbeat is a minute away, so only GRAFTs and the test change its mesh
+    (`prepare(router, hub)` changes the router before it starts); and four hosts running pubsub,
+    not yet subscribed or connected. All stop when `stack` closes."""
+    # Every host first, then every pubsub: they stop in the reverse order, pubsub first.
+    hub, *others = [await stack.enter_async_context(raw_host()) for _ in range(5)]
+    router = GossipSub([PROTOCOL_ID_V11], 2, 1, 3, heartbeat_interval=60, heartbeat_initial_delay=60)
+    prepare(router, hub)
+    pubsub = Pubsub(hub, router)
+    await stack.enter_async_context(background_trio_service(pubsub))
+    await stack.enter_async_context(background_trio_service(router))
+    await pubsub.wait_until_ready()
+    await pubsub.subscribe(TOPIC)
+    peers = [await stack.enter_async_context(running_pubsub(host, no_patch)) for host in others]
+    return hub, router, pubsub, list(zip(others, peers, strict=True))
+
+
 async def hub_mesh_after_four_grafts(*, patched: bool, hub_dials_last: bool) -> tuple[int, int]:
-    """A hub whose GossipSub keeps 2 to 3 peers in its mesh (D_high 3) and whose heartbeat is a
-    minute away, so only GRAFTs change its mesh; four peers subscribe and graft it (three dial
-    it, the last is dialled by the hub when `hub_dials_last`), one after the other. The hub's
-    mesh size once it has handled a GRAFT from each, and how many of the four it sent a PRUNE."""
-    async with AsyncExitStack() as stack:
-        # Every host first, then every pubsub: they stop in the reverse order, pubsub first.
-        hub, *others = [await stack.enter_async_context(raw_host()) for _ in range(5)]
-        router = GossipSub([PROTOCOL_ID_V11], 2, 1, 3, heartbeat_interval=60, heartbeat_initial_delay=60)
+    """Four peers subscribe and graft the hub (three dial it, the last is dialled by the hub when
+    `hub_dials_last`), one after the other. The hub's mesh size once it has handled a GRAFT from
+    each, and how many of the four it sent a PRUNE."""
+    send, grafts_handled = trio.open_memory_channel[ID](4)
+    pruned: list[ID] = []
+
+    def prepare(router: GossipSub, hub: IHost) -> None:
         if patched:
             gossipsub_refuses_grafts_past_d_high(router, hub)
-        send, grafts_handled = trio.open_memory_channel[ID](len(others))
         handle_graft, emit_prune = router.handle_graft, router.emit_prune
-        pruned: list[ID] = []
 
         async def recording(topic: str, to_peer: ID, do_px: bool, is_unsubscribe: bool) -> None:
             pruned.append(to_peer)
             await emit_prune(topic, to_peer, do_px, is_unsubscribe)
 
-        async def reporting(graft: rpc_pb2.ControlGraft, sender: ID) -> None:
-            await handle_graft(graft, sender)
-            send.send_nowait(sender)
+        async def reporting(graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
+            await handle_graft(graft_msg, sender_peer_id)
+            send.send_nowait(sender_peer_id)
 
         router.handle_graft = reporting  # type: ignore[method-assign]
         router.emit_prune = recording  # type: ignore[method-assign]
-        pubsub = Pubsub(hub, router)
-        await stack.enter_async_context(background_trio_service(pubsub))
-        await stack.enter_async_context(background_trio_service(router))
-        await pubsub.wait_until_ready()
-        await pubsub.subscribe(TOPIC)
-        peers = [await stack.enter_async_context(running_pubsub(host, no_patch)) for host in others]
+
+    async with AsyncExitStack() as stack:
+        hub, router, _, others = await hub_and_four_subscribers(stack, prepare)
         with trio.fail_after(20):  # bounds against a hang, not speed
-            for i, (host, peer) in enumerate(zip(others, peers, strict=True)):
+            for i, (host, peer) in enumerate(others):
                 await peer.subscribe(TOPIC)  # its heartbeat grafts the hub once they are connected
                 if hub_dials_last and i == len(others) - 1:
                     await hub.connect(parse_peer_addr(full_addrs(host)[0]))
@@ -226,24 +240,18 @@ async def test_unpatched_libp2p_still_grafts_past_d_high():
 
 
 async def grafted_again_after_a_prune(*, patched: bool) -> tuple[int, int]:
-    """A hub whose GossipSub keeps 1 to 3 peers in its mesh (D 2) and whose own heartbeat is a
-    minute away; four peers subscribe and graft it, then the hub runs its heartbeat's mesh step
-    (what `GossipSub.heartbeat` runs each time) three times. How many peers the first prunes,
-    and how many of those the next two graft again."""
-    async with AsyncExitStack() as stack:
-        # Every host first, then every pubsub: they stop in the reverse order, pubsub first.
-        hub, *others = [await stack.enter_async_context(raw_host()) for _ in range(5)]
-        router = GossipSub([PROTOCOL_ID_V11], 2, 1, 3, heartbeat_interval=60, heartbeat_initial_delay=60)
+    """Four peers subscribe and graft the hub, then the hub runs its heartbeat's mesh step (what
+    `GossipSub.heartbeat` runs each time) three times. How many peers the first prunes, and how
+    many of those the next two graft again."""
+
+    def prepare(router: GossipSub, hub: IHost) -> None:
         if patched:
             gossipsub_backs_off_peers_it_prunes(router)
-        pubsub = Pubsub(hub, router)
-        await stack.enter_async_context(background_trio_service(pubsub))
-        await stack.enter_async_context(background_trio_service(router))
-        await pubsub.wait_until_ready()
-        await pubsub.subscribe(TOPIC)
-        peers = [await stack.enter_async_context(running_pubsub(host, no_patch)) for host in others]
+
+    async with AsyncExitStack() as stack:
+        hub, router, pubsub, others = await hub_and_four_subscribers(stack, prepare)
         with trio.fail_after(20):  # bounds against a hang, not speed
-            for host, peer in zip(others, peers, strict=True):
+            for host, peer in others:
                 await peer.subscribe(TOPIC)  # its heartbeat grafts the hub once they are connected
                 await host.connect(parse_peer_addr(full_addrs(hub)[0]))
                 await pubsub.wait_for_mesh(host.get_id(), TOPIC, timeout=20)
