@@ -167,6 +167,28 @@ async def test_unpatched_libp2p_still_slows_the_heartbeat_of_an_unhealthy_mesh()
     assert await heartbeat_after_a_health_score(adaptive=True) >= 30
 
 
+async def test_a_node_backs_off_from_the_peers_its_gossipsub_heartbeat_prunes():
+    """The node's own router, not one a test patched: handed a mesh one past D_high, its
+    heartbeat's mesh step prunes back to D and backs off from every peer it pruned, so its
+    opportunistic grafting does not graft them again at the next heartbeat (py-libp2p's alone
+    does; see tests/test_pubsub_patches.py). Peers are IDs only: this checks bookkeeping, with
+    no await between setting the mesh and reading the backoffs, so the node's own heartbeat
+    cannot run in between."""
+    node = discovering("a")
+    async with node.running():
+        assert node.announcements is not None
+        router = node.announcements.router
+        pubsub = node.announcements.pubsub
+        peers = [ID.from_pubkey(create_new_key_pair().public_key) for _ in range(router.degree_high + 1)]
+        for peer in peers:
+            router.peer_protocol[peer] = router.get_protocols()[0]
+            pubsub.peer_topics.setdefault(CARDS_TOPIC, set()).add(peer)
+        router.mesh[CARDS_TOPIC] = set(peers)
+        _, pruned = router.mesh_heartbeat()
+        assert len(pruned) == len(peers) - router.degree
+        assert all(router._check_back_off(peer, CARDS_TOPIC) for peer in pruned)
+
+
 async def test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer(monkeypatch):
     """C joins through B; A, in B's GossipSub mesh, hears C's announcement: the one C makes once
     its mesh has a peer. The repeats after start are pushed out of reach and the one made at start
