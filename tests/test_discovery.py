@@ -169,9 +169,9 @@ async def test_unpatched_libp2p_still_slows_the_heartbeat_of_an_unhealthy_mesh()
 
 async def test_a_node_backs_off_from_the_peers_its_gossipsub_heartbeat_prunes():
     """The node's own router, not one a test patched: handed a mesh one past D_high, its
-    heartbeat's mesh step prunes back to D and backs off from every peer it pruned, so its
-    opportunistic grafting does not graft them again at the next heartbeat (py-libp2p's alone
-    does; see tests/test_pubsub_patches.py). Peers are IDs only: this checks bookkeeping, with
+    heartbeat's mesh step prunes back to D and backs off from every peer it pruned (the backoff
+    is what keeps opportunistic grafting from grafting them again: tests/test_pubsub_patches.py
+    shows that part, with real peers). Peers are IDs only: this checks bookkeeping, with
     no await between setting the mesh and reading the backoffs, so the node's own heartbeat
     cannot run in between."""
     node = discovering("a")

@@ -362,8 +362,9 @@ def gossipsub_backs_off_peers_it_prunes(router: GossipSub) -> None:
     then does this node back off: a GRAFT and a PRUNE wasted for most prunes, and a mesh that
     churns. 100 nodes in one process logged 7,991 and 2,214 of those in about 10 minutes; their
     core stayed saturated; with this patch (two runs) none and 1,373-2,417, and the core idled at
-    66-69% once the mesh had settled. This adds the library's own prune backoff for each peer
-    the heartbeat prunes.
+    66-69% once the mesh had settled. (Packed 25 to a process on two cores, 100 nodes showed no
+    clear gain in two runs each way; see the README.) This adds the library's own prune backoff
+    for each peer the heartbeat prunes.
     Test: `tests/test_pubsub_patches.py::test_a_peer_pruned_by_the_heartbeat_is_not_grafted_again`;
     canary `::test_unpatched_libp2p_still_grafts_again_a_peer_it_pruned`.
     """
