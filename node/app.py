@@ -154,7 +154,7 @@ class Node:
                                        min(limits.max_idle_streams_per_peer, limits.max_streams_per_peer // 2))
         p2p = config.p2p
         self.dialer = dialer = Dialer(host, self.connections, limits.connect_timeout_seconds,
-                                      p2p.dial_backoff_max_seconds,
+                                      p2p.dial_backoff_max_seconds, stats.activity,
                                       enough=lambda: len(links.connected_peers()) >= p2p.min_peers)
         self._build_discovery(bootstrap)
         self.router = router = Router(self.local, self.directory, links.call_peer, self.upstreams,
@@ -167,7 +167,7 @@ class Node:
         self.cards = CardExchange(
             links, self.directory, self.own_card, self.limits,
             pushes_per_minute=limits.max_card_pushes_per_minute, refresh_seconds=config.p2p.card_refresh_seconds,
-            own_card_changed=self.own_card_changed, new_peer=self._first_card,
+            own_card_changed=self.own_card_changed, new_peer=self._first_card, activity=stats.activity,
         )
         self.mesh = MeshView(router, self.directory, stats, name=config.agent.name, version=config.agent.version,
                              peer_id=self.peer_id, card=self.own_card, peer_list=self.peer_exchange.peer_list,
@@ -231,10 +231,11 @@ class Node:
                 host, self.directory, self.own_card, self.own_card_changed, every=p2p.announce_seconds,
                 per_peer=p2p.announce_seconds_per_peer, ttl=p2p.announce_ttl_seconds,
                 heartbeat=p2p.gossip_heartbeat_seconds, per_minute=self.config.limits.max_card_pushes_per_minute,
-                max_peers=p2p.max_peers,
+                max_peers=p2p.max_peers, activity=self.stats.activity,
             )
             self.dht = ToolDht(host, lambda: [t.name for t in self.own_card().tools], self.own_card_changed,
-                               refresh=p2p.provide_refresh_seconds, ttl=p2p.provider_ttl_seconds)
+                               refresh=p2p.provide_refresh_seconds, ttl=p2p.provider_ttl_seconds,
+                               activity=self.stats.activity)
             self.lookup = ToolLookup(self.dht, links, self.directory, self.own_card, self.limits,
                                      ttl=p2p.announce_ttl_seconds)
         bootstrap_ids = {info.peer_id.to_string() for info in bootstrap}
@@ -262,8 +263,9 @@ class Node:
                 log.info("peer %s not announced for %g s; its tools are gone", peer_id,
                          self.config.p2p.announce_ttl_seconds)
 
-    def _connected(self, peer_id: str) -> None:
+    def _connected(self, peer_id: str, direction: str) -> None:
         self.connections.bump()
+        self.stats.activity.connections_opened[direction] += 1
         self.stats.peer_connected(peer_id)
         self.directory.record_connected(peer_id)
         self.cards.request_exchange(peer_id, unless_announced=True)
@@ -283,7 +285,9 @@ class Node:
         self.connections.bump()
         self.stats.peer_disconnected(peer_id)
         self.cards.forget(peer_id)
-        if self.keeper.was_pruned(peer_id):  # closed for a connection bound (ours or the peer's): not a departure
+        pruned = self.keeper.was_pruned(peer_id)
+        self.stats.activity.connections_closed["pruned" if pruned else "other"] += 1
+        if pruned:  # closed for a connection bound (ours or the peer's): not a departure
             # The peer is alive: keep its card for a lease, as if it had just announced it. A card
             # learnt only over this connection (the peer's announcements not heard yet) vanished
             # here, until its next announcement: a period later (29 s among 30 nodes).

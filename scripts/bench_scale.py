@@ -42,7 +42,16 @@ from typing import Any
 import httpx
 import trio
 from scale_fleet import Fleet, NodeSpec, PackedFleet, ProcessFleet, parse_overrides, pin_ports, write_node
-from scale_probe import OK, McpSession, Outcome, connections_from_metrics, connections_from_status, get_status, get_text
+from scale_probe import (
+    OK,
+    McpSession,
+    Outcome,
+    connections_from_metrics,
+    connections_from_status,
+    get_status,
+    get_text,
+    upkeep_from_metrics,
+)
 from scale_procfs import cpu_seconds, established_sockets, port_states, rss_bytes, socket_inodes, tcp_tables
 from scale_report import plan_pairs, report_rows, resolve_sample, summary, table
 
@@ -226,11 +235,13 @@ async def idle(run: Run) -> dict[str, Any]:
     """Phase 3: resources with no calls for `--idle` seconds."""
     processes = run.fleet.processes()
     own0 = harness_cpu()
+    upkeep0 = await read_upkeep(run)
     cpu0 = {pid: cpu_seconds(pid) for pid in processes}
     t0 = trio.current_time()
     await trio.sleep(run.args.idle)  # the measurement window itself
     elapsed = trio.current_time() - t0
     cpu1 = {pid: cpu_seconds(pid) for pid in processes}
+    upkeep1 = await read_upkeep(run)
     endpoints: dict[int, set[int]] = {}
     for spec in run.specs:  # the harness's own HTTP connections to the endpoints do not count
         endpoints.setdefault(spec.pid, set()).add(int(spec.base_url.rsplit(":", 1)[1]))
@@ -279,8 +290,41 @@ async def idle(run: Run) -> dict[str, Any]:
         "connections": summary(connections, 1), "connectionsSource": source,
         "connectionsReported": len(connections),
         "toolsKnown": summary(known, 1),  # as each node's /status lists them (its own included)
+        "upkeep": upkeep_rates(upkeep0, upkeep1),
         "harnessCpuPercent": round(harness, 2),
     }
+
+
+async def read_upkeep(run: Run) -> dict[str, tuple[float, dict[str, float]]]:
+    """Each node's upkeep counters from its /metrics, with when each was read."""
+    out: dict[str, tuple[float, dict[str, float]]] = {}
+    reading = trio.CapacityLimiter(STATUS_READS_IN_FLIGHT)
+
+    async def read(spec: NodeSpec) -> None:
+        async with reading:
+            counts = upkeep_from_metrics(await get_text(run.http, f"{spec.base_url}/metrics", run.args.call_timeout))
+            if counts is not None:
+                out[spec.name] = (trio.current_time(), counts)
+
+    async with trio.open_nursery() as nursery:
+        for spec in run.specs:
+            nursery.start_soon(read, spec)
+    return out
+
+
+def upkeep_rates(before: dict[str, tuple[float, dict[str, float]]],
+                 after: dict[str, tuple[float, dict[str, float]]]) -> dict[str, Any]:
+    """Per counter: per node per second over the idle window (each node over its own two reads), and
+    the whole mesh's per second (the nodes' rates added up)."""
+    rates: dict[str, list[float]] = {}
+    for name, (t1, counts1) in after.items():
+        t0, counts0 = before.get(name, (t1, {}))
+        if t1 - t0 <= 0:
+            continue
+        for key, value in counts1.items():
+            rates.setdefault(key, []).append((value - counts0.get(key, 0.0)) / (t1 - t0))
+    return {key: {"perNodePerSecond": summary(values, 3), "meshPerSecond": round(sum(values), 2)}
+            for key, values in sorted(rates.items())}
 
 
 def far_callers(run: Run, exclude: set[str]) -> list[NodeSpec]:

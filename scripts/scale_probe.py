@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 PROTOCOL_VERSION = "2025-06-18"
 MAX_ANSWER = 1024 * 1024  # bytes of one answer; a call here returns a node's name
@@ -187,6 +188,31 @@ def connections_from_status(status: dict[str, Any] | None) -> int | None:
     """Peers connected now, as /status lists them."""
     peers = status.get("peers") if status is not None else None
     return len(peers) if isinstance(peers, list) else None
+
+
+# The mesh's upkeep counters of /metrics (node/mesh/activity.py): family -> its label.
+UPKEEP = {
+    "praxis_connections_opened": "direction", "praxis_connections_closed": "reason",
+    "praxis_peer_dials": "outcome", "praxis_card_exchanges": "started_by",
+    "praxis_dht_walks": "purpose", "praxis_announcements": "event",
+}
+
+
+def upkeep_from_metrics(text: str | None) -> dict[str, float] | None:
+    """The upkeep counters of a /metrics text as {"connections_opened.inbound": n, ...}, or None
+    when the node did not answer or has none (a node older than these counters)."""
+    if text is None:
+        return None
+    out: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            label = UPKEEP.get(family.name)
+            for sample in family.samples if label is not None else ():
+                if sample.name == f"{family.name}_total" and label in sample.labels:
+                    out[f"{family.name.removeprefix('praxis_')}.{sample.labels[label]}"] = sample.value
+    except ValueError:  # not the Prometheus text format
+        return None
+    return out or None
 
 
 def connections_from_metrics(text: str | None) -> int | None:

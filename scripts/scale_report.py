@@ -107,6 +107,9 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
              fmt_summary(idle.get("cpuPercent"), " % of a core")),
             ("  all nodes together", fmt(idle.get("cpuPercentTotal"), " % of a core")),
         ]
+        rows += [(f"  {key} per second (/metrics)", f"{fmt(rate.get('meshPerSecond'))} in the mesh, per node "
+                  + fmt_summary(rate.get("perNodePerSecond")))
+                 for key, rate in (idle.get("upkeep") or {}).items() if rate.get("meshPerSecond")]  # zeros: JSON only
     if look and "error" not in look:
         rows.append(("lookup of a new node's tool (ready -> far call ok)", fmt_summary(look.get("seconds"), " s")))
     if rst and "error" not in rst:

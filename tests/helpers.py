@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.app import Node
 from node.config import NodeConfig, parse_config
@@ -95,3 +96,13 @@ async def wait_all_know(nodes: list[Node], names: set[str], timeout: float = 10.
             return names <= set(router.tools())
 
         await wait_until(knows_all, node.directory.changed, timeout)
+
+
+def counter(node: Node, metric: str, **labels: str) -> float:
+    """One sample of the node's `/metrics` page (as scraped, parsed by prometheus_client's own
+    parser); `metric` is the family's name without `_total`."""
+    for family in text_string_to_metric_families(node.mesh.metrics_text().decode()):
+        for sample in family.samples:
+            if sample.name == f"{metric}_total" and sample.labels == labels:
+                return sample.value
+    raise KeyError(f"no sample {metric}_total{labels}")

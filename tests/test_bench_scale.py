@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from node.mesh.activity import FAMILIES, ActivityCollector, MeshActivity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
@@ -22,6 +25,7 @@ from scale_probe import (  # noqa: E402
     connections_from_metrics,
     connections_from_status,
     sse_messages,
+    upkeep_from_metrics,
 )
 from scale_procfs import CLOCK_TICKS, established_inodes, parse_stat_cpu, parse_status_rss  # noqa: E402
 from scale_report import plan_pairs, report_rows, resolve_sample, summary  # noqa: E402
@@ -72,6 +76,20 @@ def test_connections_from_status_and_metrics() -> None:
                'praxis_peers_connected{direction="outbound"} 3.0\npraxis_peers_connected_total 9\n')
     assert connections_from_metrics(metrics) == 7
     assert connections_from_metrics("up 1\n") is None
+
+
+def test_upkeep_counters_read_from_the_page_a_node_serves() -> None:
+    activity = MeshActivity()
+    registry = CollectorRegistry()
+    registry.register(ActivityCollector(activity))
+    activity.connections_opened["inbound"] += 3
+    activity.announcements["applied"] += 5
+    counts = upkeep_from_metrics(generate_latest(registry).decode())
+    assert counts is not None
+    assert counts["connections_opened.inbound"] == 3 and counts["announcements.applied"] == 5
+    assert counts["dht_walks.lookup"] == 0  # exported before the first bump
+    assert len(counts) == sum(len(values) for *_, values in FAMILIES)
+    assert upkeep_from_metrics("up 1\n") is None and upkeep_from_metrics(None) is None
 
 
 def test_plan_every_pair_or_a_sample_with_observers() -> None:

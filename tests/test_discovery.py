@@ -28,7 +28,7 @@ from node.mesh.host import parse_peer_addr
 from node.runtime.signals import ChangeSignal
 from protocols.announce import CARDS_TOPIC
 from protocols.errors import PeerUnreachable, ToolTimeout
-from tests.helpers import ECHO_PARAMS, node_config, py_tool, wait_until
+from tests.helpers import ECHO_PARAMS, counter, node_config, py_tool, wait_until
 from tests.raw_peer import raw_host
 
 
@@ -69,11 +69,14 @@ async def _two_hops_from_far_echo(stack: AsyncExitStack, **a_sections: Any) -> t
 async def test_a_tool_on_a_node_never_connected_is_found_through_the_dht_and_called(figures):
     async with AsyncExitStack() as stack:
         a, c = await _two_hops_from_far_echo(stack)
+        assert counter(c, "praxis_dht_walks", purpose="provide") >= 1  # on /metrics
+        assert counter(a, "praxis_dht_walks", purpose="lookup") == 0
         started = trio.current_time()
         routed = await a.call("far_echo", {"text": "found"}, timeout=20)
         took = trio.current_time() - started
         assert routed.provider == c.peer_id and routed.result.text_output() == "found"
         assert a.lookup is not None and a.lookup.lookups == 1 and knows(a, "far_echo")
+        assert counter(a, "praxis_dht_walks", purpose="lookup") == 1
         figures(f"discovery: a tool on a node never connected found through the DHT and called in {took:.3f} s")
 
 

@@ -58,6 +58,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
+from node.mesh.activity import MeshActivity
 from node.mesh.directory import PeerDirectory
 from node.mesh.libp2p_patches import (
     forget_failed_dial,
@@ -124,6 +125,7 @@ class Announcements:
         heartbeat: int,
         per_minute: int,
         max_peers: int,
+        activity: MeshActivity,
     ) -> None:
         self.host = host
         self.directory = directory
@@ -139,6 +141,7 @@ class Announcements:
         self._last: dict[str, _Heard] = {}  # signer -> its last accepted message
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
         self.heard = ChangeSignal()  # bumped for each announcement applied (a lease renewed counts)
+        self.activity = activity
         self._seq = 0
         degree, low, high = gossip_degrees(max_peers)
         # GossipSub 1.1, not 1.2: 1.2 adds IDONTWANT, which py-libp2p sends to every mesh peer for
@@ -197,6 +200,7 @@ class Announcements:
             log.info("card not announced over GossipSub: %s", exc.message)
             return False
         await self.pubsub.publish(CARDS_TOPIC, data)
+        self.activity.announcements["published"] += 1
         return True
 
     def period(self) -> float:
@@ -281,6 +285,7 @@ class Announcements:
 
     def _refuse(self, why: str) -> bool:
         self.refused += 1
+        self.activity.announcements["dropped"] += 1
         self.dropped.bump()
         if self.refused <= 20 or self.refused % 1000 == 0:
             log.info("announcement dropped (%s); %d dropped so far", why, self.refused)
@@ -293,6 +298,7 @@ class Announcements:
             if signer is None or signer == self.own_id:
                 continue
             self._apply(signer, msg.data)
+            self.activity.announcements["applied"] += 1
             self.heard.bump()
 
     def _apply(self, signer: str, data: bytes) -> None:

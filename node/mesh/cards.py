@@ -18,6 +18,7 @@ import trio
 from libp2p.abc import INetStream
 
 from node.config import NodeConfig
+from node.mesh.activity import MeshActivity
 from node.mesh.directory import PeerDirectory
 from node.mesh.links import PeerLinks
 from node.runtime.rate import RateWindow
@@ -51,6 +52,7 @@ class CardExchange:
         refresh_seconds: float,
         own_card_changed: ChangeSignal,
         new_peer: Callable[[str], None],
+        activity: MeshActivity,
     ) -> None:
         self.links = links
         self.directory = directory
@@ -59,6 +61,7 @@ class CardExchange:
         self.refresh_seconds = refresh_seconds
         self.own_card_changed = own_card_changed
         self.new_peer = new_peer  # called once for each peer whose first card was stored
+        self.activity = activity
         self.pushes = RateWindow(pushes_per_minute)
         self._push_refused: set[str] = set()  # peers told once that their pushes are refused
         self._exchanging: set[str] = set()
@@ -85,6 +88,7 @@ class CardExchange:
             await end_stream(stream, ok=False)
             return
         self._push_refused.discard(peer_id)
+        self.activity.card_exchanges["peer"] += 1
         await self._exchange_on(stream, peer_id, trio.current_time() + self.limits.idle_timeout)
 
     def request_exchange(self, peer_id: str, *, unless_announced: bool = False) -> None:
@@ -119,6 +123,7 @@ class CardExchange:
 
     async def _exchange_once(self, peer_id: str) -> None:
         deadline = trio.current_time() + self.limits.idle_timeout
+        self.activity.card_exchanges["this_node"] += 1
         try:
             stream = await self.links.open_stream(peer_id, CARD_PROTOCOL, deadline)
         except PraxisError as exc:

@@ -12,6 +12,7 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from node.mesh.activity import MeshActivity
 from node.mesh.libp2p_patches import forget_failed_dial
 from node.runtime.signals import ChangeSignal
 
@@ -33,9 +34,10 @@ def is_connected(host: IHost | None, peer_id: str) -> bool:
 class Dialer:
     def __init__(
         self, host: IHost, connections: ChangeSignal, connect_timeout: float, backoff_max: float,
-        enough: Callable[[], bool] = lambda: False,
+        activity: MeshActivity, enough: Callable[[], bool] = lambda: False,
     ) -> None:
         self.host = host
+        self.activity = activity
         # True while the node holds enough connections: a dropped bootstrap peer is then not
         # redialled (it may have pruned us for its own bound; redialling would churn).
         self.enough = enough
@@ -93,14 +95,16 @@ class Dialer:
         # py-libp2p refuses, for about a minute, to dial a peer whose dial failed: a restarted
         # peer would stay unreachable that long. This dialer keeps its own backoff instead.
         forget_failed_dial(self.host, info.peer_id)
+        problem: str | None = None
         try:
             with trio.fail_after(self.connect_timeout):
                 await self.host.connect(info)
         except trio.TooSlowError:
-            return f"no connection within {self.connect_timeout:g} s"
+            problem = f"no connection within {self.connect_timeout:g} s"
         except Exception as exc:  # libp2p raises many types for a failed dial
-            return dial_failure_reason(exc)
-        return None
+            problem = dial_failure_reason(exc)
+        self.activity.peer_dials["failed" if problem else "ok"] += 1
+        return problem
 
     def _is_self(self, info: PeerInfo, what: str) -> bool:
         if info.peer_id != self.host.get_id():

@@ -137,15 +137,15 @@ def connection_direction(conn: INetConn) -> str:
 
 
 class ConnectionEvents(Notifee):
-    """libp2p's connection events, as two callbacks: a peer connected; a peer's last
-    connection closed."""
+    """libp2p's connection events, as two callbacks: a connection opened (the peer, who
+    dialled); a peer's last connection closed."""
 
-    def __init__(self, connected: Callable[[str], None], disconnected: Callable[[str], None]) -> None:
+    def __init__(self, connected: Callable[[str, str], None], disconnected: Callable[[str], None]) -> None:
         self._connected = connected
         self._disconnected = disconnected
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._connected(conn.muxed_conn.peer_id.to_string())
+        self._connected(conn.muxed_conn.peer_id.to_string(), connection_direction(conn))
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id

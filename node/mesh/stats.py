@@ -38,7 +38,11 @@ The metrics (names as `/metrics` shows them):
 and, read when scraped (node/mesh/view.py): `praxis_peers_connected{direction}`,
 `praxis_engine_queue_length{engine}`, `praxis_engine_slots_busy{engine}`,
 `praxis_engine_slots{engine}`, `praxis_mesh_tools`, `praxis_node_ready`,
-`praxis_node_start_time_seconds`, `praxis_node_info{name,version,peer_id}`.
+`praxis_node_start_time_seconds`, `praxis_node_info{name,version,peer_id}`; and the mesh's
+upkeep (node/mesh/activity.py): `praxis_connections_opened_total{direction}`,
+`praxis_connections_closed_total{reason}`, `praxis_peer_dials_total{outcome}`,
+`praxis_card_exchanges_total{started_by}`, `praxis_dht_walks_total{purpose}`,
+`praxis_announcements_total{event}`.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from node.mesh.activity import ActivityCollector, MeshActivity
 from node.runtime.signals import ChangeSignal
 from protocols.errors import (
     Busy,
@@ -316,6 +321,8 @@ class MeshStats:
         self.peers: dict[str, PeerRecord] = {}
         self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
         self.registry.register(_StreamCollector(self))
+        self.activity = MeshActivity()  # bumped by the mesh's parts (node/mesh/activity.py)
+        self.registry.register(ActivityCollector(self.activity))
 
     # ----- recording ------------------------------------------------------------------
 

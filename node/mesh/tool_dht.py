@@ -30,6 +30,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.validator import NamespacedValidator, Validator
 
+from node.mesh.activity import MeshActivity
 from node.mesh.libp2p_patches import bound_provider_store, narrow_dht_walks
 from node.mesh.stream_guard import guarded
 from node.runtime.signals import ChangeSignal
@@ -73,12 +74,14 @@ class ToolDht:
         *,
         refresh: float,
         ttl: float,
+        activity: MeshActivity,
     ) -> None:
         self.host = host
         self.tool_names = tool_names
         self.own_card_changed = own_card_changed
         self.refresh = refresh
         self.ttl = ttl
+        self.activity = activity
         validator = NamespacedValidator({TOOL_NAMESPACE: _NoValues()}, strict_validation=True)
         self.dht = KadDHT(host, DHTMode.SERVER, validator=validator, validator_changed=True,
                           strict_validation=True)
@@ -113,6 +116,7 @@ class ToolDht:
     async def provide_all(self) -> None:
         names = sorted(set(self.tool_names()))
         for name in names:
+            self.activity.dht_walks["provide"] += 1
             try:
                 with trio.move_on_after(self.refresh):
                     await self.dht.provide(tool_key(name))
@@ -146,6 +150,7 @@ class ToolDht:
         own = self.host.get_id()
         found: list[str] = []
         key = tool_key(name)
+        self.activity.dht_walks["lookup"] += 1
         with trio.move_on_at(deadline):
             # Asked for one provider, the library stops after the first batch of peers that
             # knew any (asked for more than a key has, it walks on through every closer peer

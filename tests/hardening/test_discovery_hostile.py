@@ -21,7 +21,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from node.mesh.tool_dht import tool_key
 from protocols.announce import CARDS_TOPIC, MAX_ANNOUNCEMENT_BYTES
 from protocols.tool import TOOL_PROTOCOL
-from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, wait_until
+from tests.helpers import ECHO_PARAMS, counter, make_node, node_config, py_tool, wait_until
 from tests.raw_peer import frame, open_stream, raw_host, raw_pubsub, read_json, wire_card
 
 FLOOD = 30
@@ -65,6 +65,7 @@ async def test_hostile_announcements_are_dropped_and_the_node_keeps_serving(figu
             entry = victim.directory.get(evil_id)
             assert entry is not None and entry.card.name.startswith("evil")  # 12 accepted, the rest dropped
             assert victim.directory.get(victim.peer_id) is None
+            assert counter(victim, "praxis_announcements", event="dropped") == announcements.refused  # on /metrics
             await still_serves(victim.addrs[0])
             figures(f"discovery hostile: {FLOOD} flooding and {len(hostile) + 1} malformed announcements, "
                     f"{victim.announcements.refused} dropped in {took:.2f} s; node still serving")

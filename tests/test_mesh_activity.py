@@ -1,0 +1,78 @@
+"""The mesh's upkeep on `/metrics` (node/mesh/activity.py): connections opened and closed (and
+why), dials to stay connected, card exchanges and announcements, counted by real nodes over
+127.0.0.1 as they do the work. (DHT walks: tests/test_discovery.py, where a lookup is made.)"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import AsyncExitStack
+from typing import Any
+
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from node.app import Node
+from tests.helpers import ECHO_PARAMS, counter, node_config, py_tool, wait_until
+
+
+def discovering(name: str, tools: list[dict[str, Any]] | None = None, bootstrap: list[str] | None = None,
+                **p2p: Any) -> Node:
+    return Node(node_config(name, tools, bootstrap, p2p={"peer_exchange": False, **p2p}),
+                key_pair=create_new_key_pair())
+
+
+def nobody_listening() -> str:
+    """The address of a peer that does not exist: a port just closed on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"/ip4/127.0.0.1/tcp/{port}/p2p/{ID.from_pubkey(create_new_key_pair().public_key)}"
+
+
+async def test_metrics_count_connections_dials_and_why_connections_closed() -> None:
+    async with AsyncExitStack() as stack:
+        a = discovering("a", [py_tool("a_echo", "echo", ECHO_PARAMS)], min_peers=0)
+        await stack.enter_async_context(a.running())
+        b = discovering("b", bootstrap=[a.addrs[0], nobody_listening()], min_peers=0)
+        await stack.enter_async_context(b.running())
+        await wait_until(lambda: a.peer_id in b.connected_peers(), b.connections)
+        await wait_until(lambda: len(b.dialer.tried) == 2, b.dialer.tried_changed)
+        assert counter(b, "praxis_peer_dials", outcome="ok") == 1
+        assert counter(b, "praxis_peer_dials", outcome="failed") >= 1  # the bootstrap peer nobody runs
+        assert counter(b, "praxis_connections_opened", direction="outbound") >= 1
+        assert counter(a, "praxis_connections_opened", direction="inbound") >= 1
+        assert counter(a, "praxis_connections_closed", reason="pruned") == 0
+        assert a.announcements is not None and b.announcements is not None
+        heard = b.announcements.heard
+        await wait_until(lambda: heard.version >= 1, heard, timeout=15)  # A's card, announced
+        assert counter(b, "praxis_announcements", event="applied") == heard.version
+        assert counter(a, "praxis_announcements", event="published") >= 1
+        assert counter(b, "praxis_announcements", event="dropped") == 0
+
+        # A prunes B for its bound: a prune on both sides, whoever closed.
+        await a.keeper.prune(b.peer_id)
+        await wait_until(lambda: counter(a, "praxis_connections_closed", reason="pruned") == 1, a.connections)
+        await wait_until(lambda: counter(b, "praxis_connections_closed", reason="pruned") == 1, b.connections)
+        assert counter(a, "praxis_connections_closed", reason="other") == 0
+
+        # C connects and stops: to A, a connection closed for another reason than a bound.
+        async with AsyncExitStack() as c_running:
+            c = discovering("c", bootstrap=[a.addrs[0]], min_peers=0)
+            await c_running.enter_async_context(c.running())
+            await wait_until(lambda: c.peer_id in a.connected_peers(), a.connections)
+        await wait_until(lambda: counter(a, "praxis_connections_closed", reason="other") >= 1, a.connections)
+        assert counter(a, "praxis_connections_closed", reason="pruned") == 1
+
+
+async def test_metrics_count_card_exchanges() -> None:
+    """D announces nothing (discovery off), so A fetches its card over their connection."""
+    async with AsyncExitStack() as stack:
+        a = discovering("a", min_peers=0)
+        await stack.enter_async_context(a.running())
+        d = discovering("d", [py_tool("d_echo", "echo", ECHO_PARAMS)], bootstrap=[a.addrs[0]], discovery=False)
+        await stack.enter_async_context(d.running())
+        await wait_until(lambda: "d_echo" in a.router.tools(), a.directory.changed)
+        assert counter(a, "praxis_card_exchanges", started_by="this_node") + counter(
+            a, "praxis_card_exchanges", started_by="peer") >= 1
+        assert counter(d, "praxis_card_exchanges", started_by="this_node") + counter(
+            d, "praxis_card_exchanges", started_by="peer") >= 1
