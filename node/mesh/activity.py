@@ -1,10 +1,10 @@
 """What a node does to keep its place in the mesh, counted since it started.
 
 Connections opened and closed, dials made to stay connected, card exchanges, DHT walks and
-card announcements: the work that grows with the mesh rather than with the calls. In a busy
-mesh these say where the CPU goes (200 nodes on two cores: connections opened and closed
-again, walks that dial, announcements received once per mesh peer), which the per-call figures
-of `/metrics` cannot. Plain counters, bumped by the parts that do the work and read when
+card announcements: the work that grows with the mesh rather than with the calls, which the
+per-call figures of `/metrics` do not show. (200 nodes idle on two cores: each node applied 1 to
+1.8 announcements a second, each received about four times, while the whole mesh opened 1 to 13
+connections a second.) Plain counters, bumped by the parts that do the work and read when
 `/metrics` is scraped (`ActivityCollector`); nothing here is a secret or a tool argument.
 """
 
