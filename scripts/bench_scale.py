@@ -50,6 +50,7 @@ from scale_probe import (
     connections_from_status,
     get_status,
     get_text,
+    gossip_mesh_from_metrics,
     upkeep_from_metrics,
 )
 from scale_procfs import cpu_seconds, established_sockets, port_states, rss_bytes, socket_inodes, tcp_tables
@@ -241,7 +242,8 @@ async def idle(run: Run) -> dict[str, Any]:
     await trio.sleep(run.args.idle)  # the measurement window itself
     elapsed = trio.current_time() - t0
     cpu1 = {pid: cpu_seconds(pid) for pid in processes}
-    upkeep1 = await read_upkeep(run)
+    meshes: dict[str, int] = {}
+    upkeep1 = await read_upkeep(run, meshes)
     endpoints: dict[int, set[int]] = {}
     for spec in run.specs:  # the harness's own HTTP connections to the endpoints do not count
         endpoints.setdefault(spec.pid, set()).add(int(spec.base_url.rsplit(":", 1)[1]))
@@ -291,20 +293,26 @@ async def idle(run: Run) -> dict[str, Any]:
         "connectionsReported": len(connections),
         "toolsKnown": summary(known, 1),  # as each node's /status lists them (its own included)
         "upkeep": upkeep_rates(upkeep0, upkeep1),
+        "gossipMeshPeers": summary(list(meshes.values()), 1),  # after the window
+        "gossipMeshEmpty": sum(1 for size in meshes.values() if size == 0),
         "harnessCpuPercent": round(harness, 2),
     }
 
 
-async def read_upkeep(run: Run) -> dict[str, tuple[float, dict[str, float]]]:
-    """Each node's upkeep counters from its /metrics, with when each was read."""
+async def read_upkeep(run: Run, meshes: dict[str, int] | None = None) -> dict[str, tuple[float, dict[str, float]]]:
+    """Each node's upkeep counters from its /metrics, with when each was read; and into `meshes`,
+    each node's GossipSub mesh size."""
     out: dict[str, tuple[float, dict[str, float]]] = {}
     reading = trio.CapacityLimiter(STATUS_READS_IN_FLIGHT)
 
     async def read(spec: NodeSpec) -> None:
         async with reading:
-            counts = upkeep_from_metrics(await get_text(run.http, f"{spec.base_url}/metrics", run.args.call_timeout))
+            text = await get_text(run.http, f"{spec.base_url}/metrics", run.args.call_timeout)
+            counts, mesh = upkeep_from_metrics(text), gossip_mesh_from_metrics(text)
             if counts is not None:
                 out[spec.name] = (trio.current_time(), counts)
+            if meshes is not None and mesh is not None:
+                meshes[spec.name] = mesh
 
     async with trio.open_nursery() as nursery:
         for spec in run.specs:

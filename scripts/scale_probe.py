@@ -215,6 +215,19 @@ def upkeep_from_metrics(text: str | None) -> dict[str, float] | None:
     return out or None
 
 
+def gossip_mesh_from_metrics(text: str | None) -> int | None:
+    """`praxis_gossip_mesh_peers` of a /metrics text (None: no answer, or a node without discovery)."""
+    if text is None:
+        return None
+    try:
+        for family in text_string_to_metric_families(text):
+            if family.name == "praxis_gossip_mesh_peers" and family.samples:
+                return int(family.samples[0].value)
+    except ValueError:  # not the Prometheus text format
+        return None
+    return None
+
+
 def connections_from_metrics(text: str | None) -> int | None:
     """The sum of `praxis_peers_connected{direction=...}` in a /metrics text."""
     if text is None:

@@ -107,6 +107,9 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
              fmt_summary(idle.get("cpuPercent"), " % of a core")),
             ("  all nodes together", fmt(idle.get("cpuPercentTotal"), " % of a core")),
         ]
+        if (idle.get("gossipMeshPeers") or {}).get("count"):
+            rows.append(("GossipSub mesh peers per node (/metrics)", fmt_summary(idle["gossipMeshPeers"])
+                         + f", min {fmt(idle['gossipMeshPeers'].get('min'))}, {idle.get('gossipMeshEmpty')} with none"))
         rows += [(f"  {key} per second (/metrics)", f"{fmt(rate.get('meshPerSecond'))} in the mesh, per node "
                   + fmt_summary(rate.get("perNodePerSecond")))
                  for key, rate in (idle.get("upkeep") or {}).items() if rate.get("meshPerSecond")]  # zeros: JSON only

@@ -98,11 +98,15 @@ async def wait_all_know(nodes: list[Node], names: set[str], timeout: float = 10.
         await wait_until(knows_all, node.directory.changed, timeout)
 
 
-def counter(node: Node, metric: str, **labels: str) -> float:
-    """One sample of the node's `/metrics` page (as scraped, parsed by prometheus_client's own
-    parser); `metric` is the family's name without `_total`."""
+def sample(node: Node, name: str, **labels: str) -> float:
+    """One sample of the node's `/metrics` page, as scraped, parsed by prometheus_client's own parser."""
     for family in text_string_to_metric_families(node.mesh.metrics_text().decode()):
-        for sample in family.samples:
-            if sample.name == f"{metric}_total" and sample.labels == labels:
-                return sample.value
-    raise KeyError(f"no sample {metric}_total{labels}")
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    raise KeyError(f"no sample {name}{labels}")
+
+
+def counter(node: Node, metric: str, **labels: str) -> float:
+    """A counter of the node's `/metrics` page; `metric` is the family's name without `_total`."""
+    return sample(node, f"{metric}_total", **labels)

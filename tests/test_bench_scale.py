@@ -24,6 +24,7 @@ from scale_probe import (  # noqa: E402
     classify,
     connections_from_metrics,
     connections_from_status,
+    gossip_mesh_from_metrics,
     sse_messages,
     upkeep_from_metrics,
 )
@@ -90,6 +91,12 @@ def test_upkeep_counters_read_from_the_page_a_node_serves() -> None:
     assert counts["dht_walks.lookup"] == 0  # exported before the first bump
     assert len(counts) == sum(len(values) for *_, values in FAMILIES)
     assert upkeep_from_metrics("up 1\n") is None and upkeep_from_metrics(None) is None
+
+
+def test_gossip_mesh_size_read_from_metrics() -> None:
+    page = "# TYPE praxis_gossip_mesh_peers gauge\npraxis_gossip_mesh_peers 3.0\n"
+    assert gossip_mesh_from_metrics(page) == 3
+    assert gossip_mesh_from_metrics("up 1\n") is None and gossip_mesh_from_metrics(None) is None
 
 
 def test_plan_every_pair_or_a_sample_with_observers() -> None:

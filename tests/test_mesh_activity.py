@@ -1,6 +1,7 @@
 """The mesh's upkeep on `/metrics` (node/mesh/activity.py): connections opened and closed (and
 why), dials to stay connected, card exchanges and announcements, counted by real nodes over
-127.0.0.1 as they do the work. (DHT walks: tests/test_discovery.py, where a lookup is made.)"""
+127.0.0.1 as they do the work, and the GossipSub mesh announcements go to. (DHT walks:
+tests/test_discovery.py, where a lookup is made.)"""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import socket
 from contextlib import AsyncExitStack
 from typing import Any
 
+import pytest
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
 from node.app import Node
-from tests.helpers import ECHO_PARAMS, counter, node_config, py_tool, wait_until
+from node.mesh.libp2p_patches import on_mesh_peer_added
+from node.runtime.signals import ChangeSignal
+from tests.helpers import ECHO_PARAMS, counter, node_config, py_tool, sample, wait_until
 
 
 def discovering(name: str, tools: list[dict[str, Any]] | None = None, bootstrap: list[str] | None = None,
@@ -76,3 +80,20 @@ async def test_metrics_count_card_exchanges() -> None:
             a, "praxis_card_exchanges", started_by="peer") >= 1
         assert counter(d, "praxis_card_exchanges", started_by="this_node") + counter(
             d, "praxis_card_exchanges", started_by="peer") >= 1
+
+
+async def test_metrics_show_the_gossipsub_mesh_announcements_go_to() -> None:
+    async with AsyncExitStack() as stack:
+        a = discovering("a", min_peers=0)
+        await stack.enter_async_context(a.running())
+        assert sample(a, "praxis_gossip_mesh_peers") == 0  # alone: its announcements reach nobody
+        b = discovering("b", bootstrap=[a.addrs[0]], min_peers=0)
+        await stack.enter_async_context(b.running())
+        assert b.announcements is not None
+        grafted = ChangeSignal()  # a graft before this hook is seen by the first check
+        on_mesh_peer_added(b.announcements.router, lambda peer, topic: grafted.bump())
+        await wait_until(lambda: sample(b, "praxis_gossip_mesh_peers") == 1, grafted, timeout=15)
+        d = discovering("d", discovery=False)
+        await stack.enter_async_context(d.running())
+        with pytest.raises(KeyError):  # no GossipSub without discovery: no such gauge
+            sample(d, "praxis_gossip_mesh_peers")

@@ -37,9 +37,9 @@ The metrics (names as `/metrics` shows them):
 
 and, read when scraped (node/mesh/view.py): `praxis_peers_connected{direction}`,
 `praxis_engine_queue_length{engine}`, `praxis_engine_slots_busy{engine}`,
-`praxis_engine_slots{engine}`, `praxis_mesh_tools`, `praxis_node_ready`,
-`praxis_node_start_time_seconds`, `praxis_node_info{name,version,peer_id}`; and the mesh's
-upkeep (node/mesh/activity.py): `praxis_connections_opened_total{direction}`,
+`praxis_engine_slots{engine}`, `praxis_mesh_tools`, `praxis_gossip_mesh_peers` (with discovery),
+`praxis_node_ready`, `praxis_node_start_time_seconds`, `praxis_node_info{name,version,peer_id}`;
+and the mesh's upkeep (node/mesh/activity.py): `praxis_connections_opened_total{direction}`,
 `praxis_connections_closed_total{reason}`, `praxis_peer_dials_total{outcome}`,
 `praxis_card_exchanges_total{started_by}`, `praxis_dht_walks_total{purpose}`,
 `praxis_announcements_total{event}`.

@@ -90,10 +90,12 @@ class MeshView:
         engines: Mapping[str, object],
         ready: Callable[[], bool],
         tracing: Tracing | None = None,
+        gossip_mesh: Callable[[], int] | None = None,
     ) -> None:
         self.router = router
         self.directory = directory
         self.stats = stats
+        self.gossip_mesh = gossip_mesh  # None without discovery (no GossipSub)
         self.name = name
         self.version = version
         self.peer_id = peer_id
@@ -293,6 +295,10 @@ class _LiveCollector:
         yield from (queued, busy, slots)
         yield GaugeMetricFamily("praxis_mesh_tools", "Tools the mesh offers this node",
                                 value=len(view.stats.labels.known()))
+        if view.gossip_mesh is not None:
+            yield GaugeMetricFamily("praxis_gossip_mesh_peers", "GossipSub mesh peers on the cards topic: "
+                                    "those this node's announcements go to (0: they reach nobody)",
+                                    value=view.gossip_mesh())
         yield GaugeMetricFamily("praxis_node_ready", "1 once the node listens and its bootstrap peers were tried",
                                 value=1 if view.ready() else 0)
         yield GaugeMetricFamily("praxis_node_start_time_seconds", "When the node started (Unix time)",
