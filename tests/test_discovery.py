@@ -192,6 +192,18 @@ async def test_a_node_backs_off_from_the_peers_its_gossipsub_heartbeat_prunes():
         assert all(router._check_back_off(peer, CARDS_TOPIC) for peer in pruned)
 
 
+async def test_a_node_with_an_empty_gossipsub_mesh_still_announces_to_its_topic_peers():
+    """The node's own router, its mesh emptied (as prunes and refused grafts leave some): its own
+    announcement goes to the peer subscribed beside it, not to nobody (tests/test_pubsub_patches.py
+    shows the message arriving, with real peers). No await between emptying the mesh and asking."""
+    async with AsyncExitStack() as stack:
+        a, b = await _meshed_pair(stack)
+        assert a.announcements is not None
+        router, own = a.announcements.router, a.announcements.pubsub.my_id
+        router.mesh[CARDS_TOPIC] = set()
+        assert set(router._get_peers_to_send([CARDS_TOPIC], own, own)) == {ID.from_base58(b.peer_id)}
+
+
 async def test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer(monkeypatch):
     """C joins through B; A, in B's GossipSub mesh, hears C's announcement: the one C makes once
     its mesh has a peer. The repeats after start are pushed out of reach and the one made at start

@@ -22,6 +22,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from node.mesh.host import full_addrs, parse_peer_addr
 from node.mesh.libp2p_patches import (
     gossipsub_backs_off_peers_it_prunes,
+    gossipsub_publishes_past_an_empty_mesh,
     gossipsub_refuses_grafts_past_d_high,
     pubsub_merges_queued_rpcs,
     pubsub_retries_failed_stream_negotiation,
@@ -273,6 +274,55 @@ async def test_unpatched_libp2p_still_grafts_again_a_peer_it_pruned():
     """The canary: fails once py-libp2p backs off from the peers it prunes (then drop the workaround)."""
     pruned, grafted_again = await grafted_again_after_a_prune(patched=False)
     assert pruned == 2 and grafted_again > 0
+
+
+@asynccontextmanager
+async def hub_with_an_emptied_mesh(*, patched: bool) -> AsyncIterator[tuple[GossipSub, Pubsub, list[ISubscriptionAPI]]]:
+    """Four peers subscribe and graft the hub; then the hub's mesh is emptied, as prunes and
+    refused grafts leave some (the peers keep the hub in theirs, and no heartbeat runs). Yields
+    the hub's router and pubsub, and the four peers' subscriptions."""
+
+    def prepare(router: GossipSub, hub: IHost) -> None:
+        if patched:
+            gossipsub_publishes_past_an_empty_mesh(router)
+
+    async with AsyncExitStack() as stack:
+        hub, router, pubsub, others = await hub_and_four_subscribers(stack, prepare)
+        subscriptions = []
+        with trio.fail_after(20):  # bounds against a hang, not speed
+            for host, peer in others:
+                subscriptions.append(await peer.subscribe(TOPIC))
+                await host.connect(parse_peer_addr(full_addrs(hub)[0]))
+                await pubsub.wait_for_mesh(host.get_id(), TOPIC, timeout=20)
+        router.mesh[TOPIC] = set()
+        yield router, pubsub, subscriptions
+
+
+async def test_an_own_message_with_an_empty_mesh_reaches_topic_peers():
+    """The hub's own message goes to D (2) of its topic peers, who receive it."""
+    async with hub_with_an_emptied_mesh(patched=True) as (router, pubsub, subscriptions):
+        own = pubsub.my_id
+        assert len(set(router._get_peers_to_send([TOPIC], own, own))) == 2
+        assert set(router._get_peers_to_send([TOPIC], ID(b"\x00" * 34), own)) == set()  # forwarding: unchanged
+        received, got = trio.open_memory_channel[bytes](4)
+
+        async def receive(subscription: ISubscriptionAPI) -> None:
+            received.send_nowait((await subscription.get()).data)
+
+        with trio.fail_after(20):  # bounds against a hang, not speed
+            async with trio.open_nursery() as nursery:
+                for subscription in subscriptions:
+                    nursery.start_soon(receive, subscription)
+                await pubsub.publish(TOPIC, b"card")
+                assert [await got.receive(), await got.receive()] == [b"card", b"card"]
+                nursery.cancel_scope.cancel()
+
+
+async def test_unpatched_libp2p_sends_an_own_message_with_an_empty_mesh_to_nobody():
+    """The canary: fails once py-libp2p publishes past an empty mesh itself (then drop the workaround)."""
+    async with hub_with_an_emptied_mesh(patched=False) as (router, pubsub, _):
+        own = pubsub.my_id
+        assert set(router._get_peers_to_send([TOPIC], own, own)) == set()
 
 
 async def registered_after_a_failed_negotiation(patch: Patch) -> bool:

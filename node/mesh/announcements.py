@@ -63,6 +63,7 @@ from node.mesh.directory import PeerDirectory
 from node.mesh.libp2p_patches import (
     forget_failed_dial,
     gossipsub_backs_off_peers_it_prunes,
+    gossipsub_publishes_past_an_empty_mesh,
     gossipsub_refuses_grafts_past_d_high,
     on_mesh_peer_added,
     pubsub_merges_queued_rpcs,
@@ -166,6 +167,7 @@ class Announcements:
         on_mesh_peer_added(self.router, lambda peer_id, topic: self._meshed.set())
         gossipsub_refuses_grafts_past_d_high(self.router, host)
         gossipsub_backs_off_peers_it_prunes(self.router)
+        gossipsub_publishes_past_an_empty_mesh(self.router)
         self._started = False
 
     @asynccontextmanager

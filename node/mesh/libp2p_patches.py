@@ -29,7 +29,7 @@ canary that fails once the library no longer leaks.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import trio
@@ -378,6 +378,40 @@ def gossipsub_backs_off_peers_it_prunes(router: GossipSub) -> None:
         return to_graft, to_prune
 
     router.mesh_heartbeat = mesh_heartbeat_backing_off  # type: ignore[method-assign]
+
+
+def gossipsub_publishes_past_an_empty_mesh(router: GossipSub) -> None:
+    """Make one GossipSub router send this node's own messages to D topic peers when its mesh for
+    the topic is empty, instead of to nobody.
+
+    **An own message with an empty mesh goes nowhere (py-libp2p 0.8.1,
+    `GossipSub._get_peers_to_send`).** For a topic the node has joined, the library sends only to
+    the topic's mesh; it has no flood publishing (the v1.1 spec's, on by default in go-libp2p,
+    which sends a node's own messages to every topic peer). A node whose mesh is empty (grafts
+    refused past D_high and backoffs after prunes leave a few so for a minute or more: 2 of 40
+    nodes at rest, `praxis_gossip_mesh_peers` 0) announced to nobody: its peers kept its card
+    only by fetching it again every `p2p.card_refresh_seconds`, and the rest of the mesh not at
+    all. With this, such a node's own messages go to up to D of its topic peers (as the library
+    picks fanout peers for a topic it has not joined), who forward them along their meshes;
+    forwarding and a node with a mesh are unchanged.
+    Test: `tests/test_pubsub_patches.py::test_an_own_message_with_an_empty_mesh_reaches_topic_peers`;
+    canary `::test_unpatched_libp2p_sends_an_own_message_with_an_empty_mesh_to_nobody`.
+    """
+    peers_to_send = router._get_peers_to_send
+
+    def peers_to_send_past_an_empty_mesh(topic_ids: Iterable[str], msg_forwarder: ID, origin: ID,
+                                         msg_id: bytes | None = None) -> Iterable[ID]:
+        topics = list(topic_ids)
+        peers = set(peers_to_send(topics, msg_forwarder, origin, msg_id))
+        pubsub = router.pubsub
+        if peers or pubsub is None or origin != pubsub.my_id or msg_forwarder != pubsub.my_id:
+            return peers
+        for topic in topics:
+            if topic in router.mesh and not router.mesh[topic] and topic in pubsub.peer_topics:
+                peers.update(router._get_in_topic_gossipsub_peers_from_minus(topic, router.degree, ()))
+        return peers
+
+    router._get_peers_to_send = peers_to_send_past_an_empty_mesh  # type: ignore[method-assign]
 
 
 def _dialled(host: IHost, peer: ID) -> bool:
