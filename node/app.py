@@ -174,7 +174,7 @@ class Node:
                              call_timeout=limits.call_timeout_seconds, tools_changed=self.tools_changed,
                              connections=links.directions, engines=self.engines,
                              ready=lambda: bool(links.addrs) and dialer.tried_all(bootstrap), tracing=self.tracing,
-                             gossip_mesh=self._gossip_mesh_size if self.announcements is not None else None)
+                             gossip_mesh=self.announcements.mesh_size if self.announcements is not None else None)
         self.mcp_endpoint = MeshMcpEndpoint(self.mesh, config.mcp)
         for protocol, handler in ((CARD_PROTOCOL, self.cards.serve_card_stream),
                                   (TOOL_PROTOCOL, self.service.serve_tool_stream),
@@ -296,9 +296,6 @@ class Node:
             self.directory.unlink(peer_id)
         elif self.directory.unlink(peer_id, trio.current_time() + self._departure_grace()):
             log.info("peer %s disconnected; its tools are gone", peer_id)
-
-    def _gossip_mesh_size(self) -> int:
-        return len(self.announcements.mesh_peers()) if self.announcements is not None else 0
 
     def _pruned_lease(self) -> float:
         """How long the card of a peer pruned for a connection bound stays offered without news of

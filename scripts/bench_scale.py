@@ -45,12 +45,12 @@ from scale_fleet import Fleet, NodeSpec, PackedFleet, ProcessFleet, parse_overri
 from scale_probe import (
     OK,
     McpSession,
+    MeshUpkeep,
     Outcome,
     connections_from_metrics,
     connections_from_status,
     get_status,
     get_text,
-    gossip_mesh_from_metrics,
     upkeep_from_metrics,
 )
 from scale_procfs import cpu_seconds, established_sockets, port_states, rss_bytes, socket_inodes, tcp_tables
@@ -242,8 +242,8 @@ async def idle(run: Run) -> dict[str, Any]:
     await trio.sleep(run.args.idle)  # the measurement window itself
     elapsed = trio.current_time() - t0
     cpu1 = {pid: cpu_seconds(pid) for pid in processes}
-    meshes: dict[str, int] = {}
-    upkeep1 = await read_upkeep(run, meshes)
+    upkeep1 = await read_upkeep(run)
+    meshes = [upkeep.gossip_mesh for _, upkeep in upkeep1.values() if upkeep.gossip_mesh is not None]
     endpoints: dict[int, set[int]] = {}
     for spec in run.specs:  # the harness's own HTTP connections to the endpoints do not count
         endpoints.setdefault(spec.pid, set()).add(int(spec.base_url.rsplit(":", 1)[1]))
@@ -293,26 +293,25 @@ async def idle(run: Run) -> dict[str, Any]:
         "connectionsReported": len(connections),
         "toolsKnown": summary(known, 1),  # as each node's /status lists them (its own included)
         "upkeep": upkeep_rates(upkeep0, upkeep1),
-        "gossipMeshPeers": summary(list(meshes.values()), 1),  # after the window
-        "gossipMeshEmpty": sum(1 for size in meshes.values() if size == 0),
+        "gossipMeshPeers": summary(meshes, 1),  # after the window
+        "gossipMeshEmpty": meshes.count(0),
         "harnessCpuPercent": round(harness, 2),
     }
 
 
-async def read_upkeep(run: Run, meshes: dict[str, int] | None = None) -> dict[str, tuple[float, dict[str, float]]]:
-    """Each node's upkeep counters from its /metrics, with when each was read; and into `meshes`,
-    each node's GossipSub mesh size."""
-    out: dict[str, tuple[float, dict[str, float]]] = {}
+Reads = dict[str, tuple[float, MeshUpkeep]]  # node name -> (when read, what /metrics said)
+
+
+async def read_upkeep(run: Run) -> Reads:
+    """Each node's upkeep from its /metrics, with when it was read."""
+    out: Reads = {}
     reading = trio.CapacityLimiter(STATUS_READS_IN_FLIGHT)
 
     async def read(spec: NodeSpec) -> None:
         async with reading:
-            text = await get_text(run.http, f"{spec.base_url}/metrics", run.args.call_timeout)
-            counts, mesh = upkeep_from_metrics(text), gossip_mesh_from_metrics(text)
-            if counts is not None:
-                out[spec.name] = (trio.current_time(), counts)
-            if meshes is not None and mesh is not None:
-                meshes[spec.name] = mesh
+            upkeep = upkeep_from_metrics(await get_text(run.http, f"{spec.base_url}/metrics", run.args.call_timeout))
+            if upkeep is not None:
+                out[spec.name] = (trio.current_time(), upkeep)
 
     async with trio.open_nursery() as nursery:
         for spec in run.specs:
@@ -320,17 +319,16 @@ async def read_upkeep(run: Run, meshes: dict[str, int] | None = None) -> dict[st
     return out
 
 
-def upkeep_rates(before: dict[str, tuple[float, dict[str, float]]],
-                 after: dict[str, tuple[float, dict[str, float]]]) -> dict[str, Any]:
+def upkeep_rates(before: Reads, after: Reads) -> dict[str, Any]:
     """Per counter: per node per second over the idle window (each node over its own two reads), and
     the whole mesh's per second (the nodes' rates added up)."""
     rates: dict[str, list[float]] = {}
-    for name, (t1, counts1) in after.items():
-        t0, counts0 = before.get(name, (t1, {}))
+    for name, (t1, upkeep1) in after.items():
+        t0, upkeep0 = before.get(name, (t1, upkeep1))
         if t1 - t0 <= 0:
             continue
-        for key, value in counts1.items():
-            rates.setdefault(key, []).append((value - counts0.get(key, 0.0)) / (t1 - t0))
+        for key, value in upkeep1.counts.items():
+            rates.setdefault(key, []).append((value - upkeep0.counts.get(key, 0.0)) / (t1 - t0))
     return {key: {"perNodePerSecond": summary(values, 3), "meshPerSecond": round(sum(values), 2)}
             for key, values in sorted(rates.items())}
 

@@ -198,34 +198,32 @@ UPKEEP = {
 }
 
 
-def upkeep_from_metrics(text: str | None) -> dict[str, float] | None:
-    """The upkeep counters of a /metrics text as {"connections_opened.inbound": n, ...}, or None
-    when the node did not answer or has none (a node older than these counters)."""
-    if text is None:
-        return None
-    out: dict[str, float] = {}
-    try:
-        for family in text_string_to_metric_families(text):
-            label = UPKEEP.get(family.name)
-            for sample in family.samples if label is not None else ():
-                if sample.name == f"{family.name}_total" and label in sample.labels:
-                    out[f"{family.name.removeprefix('praxis_')}.{sample.labels[label]}"] = sample.value
-    except ValueError:  # not the Prometheus text format
-        return None
-    return out or None
+@dataclass(frozen=True)
+class MeshUpkeep:
+    """What one read of a node's /metrics says of the mesh's upkeep."""
+
+    counts: dict[str, float]  # {"connections_opened.inbound": n, ...}
+    gossip_mesh: int | None  # `praxis_gossip_mesh_peers`; None for a node without discovery
 
 
-def gossip_mesh_from_metrics(text: str | None) -> int | None:
-    """`praxis_gossip_mesh_peers` of a /metrics text (None: no answer, or a node without discovery)."""
+def upkeep_from_metrics(text: str | None) -> MeshUpkeep | None:
+    """The upkeep counters and the GossipSub mesh size of a /metrics text, parsed once; None when
+    the node did not answer or has no such counters (a node older than them)."""
     if text is None:
         return None
+    counts: dict[str, float] = {}
+    mesh = None
     try:
         for family in text_string_to_metric_families(text):
             if family.name == "praxis_gossip_mesh_peers" and family.samples:
-                return int(family.samples[0].value)
+                mesh = int(family.samples[0].value)
+            label = UPKEEP.get(family.name)
+            for sample in family.samples if label is not None else ():
+                if sample.name == f"{family.name}_total" and label in sample.labels:
+                    counts[f"{family.name.removeprefix('praxis_')}.{sample.labels[label]}"] = sample.value
     except ValueError:  # not the Prometheus text format
         return None
-    return None
+    return MeshUpkeep(counts, mesh) if counts else None
 
 
 def connections_from_metrics(text: str | None) -> int | None:

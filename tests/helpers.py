@@ -98,13 +98,27 @@ async def wait_all_know(nodes: list[Node], names: set[str], timeout: float = 10.
         await wait_until(knows_all, node.directory.changed, timeout)
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of a Prometheus text page, parsed by prometheus_client's own parser."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = sample.value
+    return out
+
+
+def value(samples: Samples, metric: str, /, **labels: str) -> float:
+    return samples[(metric, frozenset(labels.items()))]
+
+
 def sample(node: Node, name: str, **labels: str) -> float:
-    """One sample of the node's `/metrics` page, as scraped, parsed by prometheus_client's own parser."""
-    for family in text_string_to_metric_families(node.mesh.metrics_text().decode()):
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return found.value
-    raise KeyError(f"no sample {name}{labels}")
+    """One sample of the node's `/metrics` page, as scraped (KeyError when there is none)."""
+    return value(parse_metrics(node.mesh.metrics_text().decode()), name, **labels)
 
 
 def counter(node: Node, metric: str, **labels: str) -> float:

@@ -24,7 +24,6 @@ from scale_probe import (  # noqa: E402
     classify,
     connections_from_metrics,
     connections_from_status,
-    gossip_mesh_from_metrics,
     sse_messages,
     upkeep_from_metrics,
 )
@@ -85,8 +84,9 @@ def test_upkeep_counters_read_from_the_page_a_node_serves() -> None:
     registry.register(ActivityCollector(activity))
     activity.connections_opened["inbound"] += 3
     activity.announcements["applied"] += 5
-    counts = upkeep_from_metrics(generate_latest(registry).decode())
-    assert counts is not None
+    upkeep = upkeep_from_metrics(generate_latest(registry).decode())
+    assert upkeep is not None and upkeep.gossip_mesh is None  # no such gauge on this page
+    counts = upkeep.counts
     assert counts["connections_opened.inbound"] == 3 and counts["announcements.applied"] == 5
     assert counts["dht_walks.lookup"] == 0  # exported before the first bump
     assert len(counts) == sum(len(values) for *_, values in FAMILIES)
@@ -94,9 +94,10 @@ def test_upkeep_counters_read_from_the_page_a_node_serves() -> None:
 
 
 def test_gossip_mesh_size_read_from_metrics() -> None:
-    page = "# TYPE praxis_gossip_mesh_peers gauge\npraxis_gossip_mesh_peers 3.0\n"
-    assert gossip_mesh_from_metrics(page) == 3
-    assert gossip_mesh_from_metrics("up 1\n") is None and gossip_mesh_from_metrics(None) is None
+    page = ("# TYPE praxis_gossip_mesh_peers gauge\npraxis_gossip_mesh_peers 3.0\n"
+            '# TYPE praxis_dht_walks_total counter\npraxis_dht_walks_total{purpose="lookup"} 2.0\n')
+    upkeep = upkeep_from_metrics(page)
+    assert upkeep is not None and upkeep.gossip_mesh == 3 and upkeep.counts == {"dht_walks.lookup": 2}
 
 
 def test_plan_every_pair_or_a_sample_with_observers() -> None:

@@ -23,7 +23,6 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from mcp.shared.exceptions import MCPError
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from node.app import Node, default_engines
 from node.mesh.stats import OTHER, REASONS, MeshStats, ToolLabels
@@ -31,7 +30,18 @@ from node.runtime.signals import ChangeSignal
 from protocols.errors import Busy
 from protocols.tool import TOOL_PROTOCOL
 from tests.endpoint_app import serving_app
-from tests.helpers import ECHO_PARAMS, make_node, node_config, py_tool, start_mesh, wait_all_know, wait_until
+from tests.helpers import (
+    ECHO_PARAMS,
+    Samples,
+    make_node,
+    node_config,
+    parse_metrics,
+    py_tool,
+    start_mesh,
+    value,
+    wait_all_know,
+    wait_until,
+)
 from tests.raw_peer import call_tool, frame, open_stream, raw_host, read_json
 
 ADD_PARAMS = [{"name": "a", "type": "number", "required": True},
@@ -46,24 +56,6 @@ CANARY = "canary-arg-5f3e9b1d"  # an argument value (echoed back as the result):
 TOKEN = "tok-observe-2c9d"
 REMOTE_HOST = "203.0.113.5:8090"  # a documentation address (RFC 5737), used only as a Host header
 PATHS = ("/healthz", "/status", "/metrics")
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse_metrics(text: str) -> Samples:
-    """Every sample of a Prometheus text page, parsed by prometheus_client's own parser."""
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = (sample.name, frozenset(sample.labels.items()))
-            assert key not in out, f"duplicate series {key}"
-            out[key] = sample.value
-    return out
-
-
-def value(samples: Samples, metric: str, /, **labels: str) -> float:
-    return samples[(metric, frozenset(labels.items()))]
-
 
 def calls_total(samples: Samples) -> dict[tuple[str, str, str], float]:
     """praxis_calls_total as {(role, tool, outcome): count}."""

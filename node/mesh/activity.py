@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
-# (metric name, help, label, the label values always exported): a counter not bumped yet
-# reads 0, so a rate over a scrape window needs no special case for a series that appears.
+# (metric name, help, label, the label values always exported); the `MeshActivity` field is the
+# name without `praxis_`. A counter not bumped yet reads 0, so a rate over a scrape window needs
+# no special case for a series that appears.
 FAMILIES = (
     ("praxis_connections_opened", "Connections to peers opened, by who dialled (unknown: libp2p did not say)",
      "direction", ("inbound", "outbound")),
@@ -37,7 +38,7 @@ FAMILIES = (
 
 @dataclass
 class MeshActivity:
-    """One counter per family of `FAMILIES`, by its label value."""
+    """One counter per family of `FAMILIES` (the field is its name without `praxis_`), by label value."""
 
     connections_opened: Counter[str] = field(default_factory=Counter)
     connections_closed: Counter[str] = field(default_factory=Counter)
@@ -45,11 +46,6 @@ class MeshActivity:
     card_exchanges: Counter[str] = field(default_factory=Counter)
     dht_walks: Counter[str] = field(default_factory=Counter)
     announcements: Counter[str] = field(default_factory=Counter)
-
-    def counters(self) -> tuple[Counter[str], ...]:
-        """In the order of `FAMILIES`."""
-        return (self.connections_opened, self.connections_closed, self.peer_dials, self.card_exchanges,
-                self.dht_walks, self.announcements)
 
 
 class ActivityCollector:
@@ -59,7 +55,8 @@ class ActivityCollector:
         self.activity = activity
 
     def collect(self) -> Iterator[Metric]:
-        for (name, documentation, label, values), counts in zip(FAMILIES, self.activity.counters(), strict=True):
+        for name, documentation, label, values in FAMILIES:
+            counts: Counter[str] = getattr(self.activity, name.removeprefix("praxis_"))
             family = CounterMetricFamily(name, documentation, labels=(label,))
             for value in dict.fromkeys((*values, *counts)):  # the fixed values, then any other counted
                 family.add_metric((value,), counts[value])

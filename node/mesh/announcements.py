@@ -137,7 +137,6 @@ class Announcements:
         self.ttl = ttl
         self.own_id = host.get_id().to_string()
         self.rate = RateWindow(per_minute)
-        self.refused = 0  # announcements dropped by the validator (for tests and /metrics)
         self.dropped = ChangeSignal()  # bumped with `refused`
         self._last: dict[str, _Heard] = {}  # signer -> its last accepted message
         self.received_via: dict[str, str] = {}  # signer -> the peer that forwarded its last message
@@ -189,9 +188,18 @@ class Announcements:
                 nursery.cancel_scope.cancel()
                 await self.leave()
 
+    @property
+    def refused(self) -> int:
+        """Announcements dropped by the topic validator so far (`/metrics` counts the same)."""
+        return self.activity.announcements["dropped"]
+
     def mesh_peers(self) -> set[str]:
         """The peers GossipSub's mesh for the cards topic runs through now."""
         return {peer.to_string() for peer in self.router.mesh.get(CARDS_TOPIC, ())}
+
+    def mesh_size(self) -> int:
+        """How many peers this node's announcements go to first (`praxis_gossip_mesh_peers`)."""
+        return len(self.router.mesh.get(CARDS_TOPIC, ()))
 
     async def publish_now(self, *, leaving: bool = False) -> bool:
         """Publish this node's card; False when it is too big to announce (peers fetch it instead)."""
@@ -286,7 +294,6 @@ class Announcements:
         return True
 
     def _refuse(self, why: str) -> bool:
-        self.refused += 1
         self.activity.announcements["dropped"] += 1
         self.dropped.bump()
         if self.refused <= 20 or self.refused % 1000 == 0:

@@ -401,10 +401,12 @@ def gossipsub_publishes_past_an_empty_mesh(router: GossipSub) -> None:
 
     def peers_to_send_past_an_empty_mesh(topic_ids: Iterable[str], msg_forwarder: ID, origin: ID,
                                          msg_id: bytes | None = None) -> Iterable[ID]:
+        pubsub = router.pubsub
+        if pubsub is None or origin != pubsub.my_id or msg_forwarder != pubsub.my_id:
+            return peers_to_send(topic_ids, msg_forwarder, origin, msg_id)  # forwarding: as the library has it
         topics = list(topic_ids)
         peers = set(peers_to_send(topics, msg_forwarder, origin, msg_id))
-        pubsub = router.pubsub
-        if peers or pubsub is None or origin != pubsub.my_id or msg_forwarder != pubsub.my_id:
+        if peers:
             return peers
         for topic in topics:
             if topic in router.mesh and not router.mesh[topic] and topic in pubsub.peer_topics:
