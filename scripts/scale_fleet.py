@@ -216,10 +216,12 @@ class _WorkerHandle:
         self.log = log
         self.nodes: list[str] = []
         self.events: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._writing = trio.Lock()  # commands for nodes starting at once share the worker's stdin
 
     async def send(self, command: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
-        await self.proc.stdin.send_all((json.dumps(command) + "\n").encode())
+        async with self._writing:
+            await self.proc.stdin.send_all((json.dumps(command) + "\n").encode())
 
 
 class PackedFleet:

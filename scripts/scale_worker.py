@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))  # this worktree's code, not whatever the venv has
 from node.app import Node  # noqa: E402
 from node.cli.logs import configure_logging  # noqa: E402
 from node.config import load_config  # noqa: E402
+from node.runtime.gc_tuning import tune_for_a_long_running_node  # noqa: E402
 
 MAX_COMMAND = 64 * 1024  # bytes of one command line
 
@@ -105,4 +106,5 @@ async def main() -> None:
 
 if __name__ == "__main__":
     configure_logging(sys.argv[1] if len(sys.argv) > 1 else "WARNING")
+    tune_for_a_long_running_node()  # as `praxis-node run` does
     trio.run(main)

@@ -25,12 +25,14 @@ from node.cli.logs import LOG_FORMATS, configure_logging
 from node.cli.output import print_peers, print_result, print_status, print_tool_description, print_tools
 from node.cli.progress import CallDisplay
 from node.cli.remote import CallResult, RemoteNode, split_arguments, typed_arguments, unknown_tool_message
+from node.runtime.gc_tuning import tune_for_a_long_running_node
 
 if TYPE_CHECKING:
     from node.config import NodeConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 REMOTE_COMMANDS = ("call", "tools", "peers", "status")
+NODE_COMMANDS = ("run", "mcp", "demo")  # they run nodes until stopped
 
 
 def _load(path: str) -> NodeConfig:
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
     if args.command in REMOTE_COMMANDS:
         configure_logging("DEBUG" if args.debug else "WARNING")
+    if args.command in NODE_COMMANDS:
+        tune_for_a_long_running_node()
     try:
         return trio.run(func, args)
     except BaseException as exc:  # trio wraps errors from nurseries in exception groups

@@ -57,7 +57,7 @@ from types import TracebackType
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -323,6 +323,7 @@ class MeshStats:
         self.registry.register(_StreamCollector(self))
         self.activity = MeshActivity()  # bumped by the mesh's parts (node/mesh/activity.py)
         self.registry.register(ActivityCollector(self.activity))
+        GCCollector(registry=self.registry)  # the process's garbage collector (node/runtime/gc_tuning.py)
 
     # ----- recording ------------------------------------------------------------------
 
