@@ -1,5 +1,6 @@
 """The scale harness's own parsing and planning (scripts/scale_*.py): /proc texts, MCP answers,
-the call plan and the config overrides. The harness itself is a benchmark, run by hand."""
+the call plan and the config overrides, and one packed worker process starting nodes. The harness
+itself is a benchmark, run by hand."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from node.mesh.activity import FAMILIES, ActivityCollector, MeshActivity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from scale_fleet import merged, parse_overrides  # noqa: E402
+from scale_fleet import NodeSpec, PackedFleet, merged, parse_overrides, write_node  # noqa: E402
 from scale_probe import (  # noqa: E402
     OK,
     TOOL_ERROR,
@@ -138,3 +140,23 @@ def test_report_rows_show_a_failed_phase_and_skip_its_figures() -> None:
     assert rows["every node calls every tool (from last up)"] == "NOT within 60 s"
     assert rows["restart: FAILED"] == "RuntimeError: n2: port in use"
     assert not any(label.startswith("restart of") for label in rows)
+
+
+async def test_a_packed_worker_starts_nodes_asked_for_at_once(tmp_path: Path) -> None:
+    """Several nodes started at the same time on one worker process (as `--start-parallel` does):
+    their commands share the worker's stdin and must not interleave."""
+    specs = [NodeSpec(f"n{i}", tmp_path / f"n{i}") for i in range(3)]
+    for spec in specs:
+        write_node(spec, [], {"p2p": {"discovery": False}})
+    async with trio.open_nursery() as background:
+        fleet = PackedFleet(1, tmp_path, start_timeout=60, log_level="WARNING")
+        try:
+            await fleet.open(background)
+            async with trio.open_nursery() as starting:
+                for spec in specs:
+                    starting.start_soon(fleet.start, spec)
+            assert {spec.pid for spec in specs} == set(fleet.processes())
+            assert sorted(fleet.processes()[specs[0].pid]) == [spec.name for spec in specs]
+            assert all(spec.mcp_url.startswith("http://127.0.0.1:") for spec in specs)
+        finally:
+            await fleet.aclose()
