@@ -23,7 +23,6 @@ from libp2p.peer.peerinfo import PeerInfo
 from mcp.shared.exceptions import MCPError
 
 from node.app import DEPARTURE_GRACE, Node
-from node.mesh import announcements as announcing
 from node.mesh.host import parse_peer_addr
 from node.runtime.signals import ChangeSignal
 from protocols.announce import CARDS_TOPIC
@@ -204,11 +203,10 @@ async def test_a_node_with_an_empty_gossipsub_mesh_still_announces_to_its_topic_
         assert set(router._get_peers_to_send([CARDS_TOPIC], own, own)) == {ID.from_base58(b.peer_id)}
 
 
-async def test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer(monkeypatch):
+async def test_a_new_nodes_card_reaches_the_mesh_with_its_first_mesh_peer():
     """C joins through B; A, in B's GossipSub mesh, hears C's announcement: the one C makes once
-    its mesh has a peer. The repeats after start are pushed out of reach and the one made at start
-    reaches nobody (no connection yet), so without that announcement A hears none from C."""
-    monkeypatch.setattr(announcing, "EARLY_REPEATS", (3600.0,))
+    its mesh has a peer. The one made at start reaches nobody (no connection yet) and the next is
+    a period away (`QUIET_PAIR`), so without that announcement A hears none from C."""
     async with AsyncExitStack() as stack:
         a, b = await _meshed_pair(stack)
         c = discovering("c", [py_tool("c_echo", "echo", ECHO_PARAMS)], bootstrap=b.addrs[:1], **QUIET_PAIR)
