@@ -29,11 +29,11 @@ async def test_a_node_process_serves_calls_with_few_young_collections(tmp_path: 
                           mcp={"enabled": True, "port": 0})
     async with node_process(config) as (_, ready), httpx.AsyncClient(trust_env=False) as http:
         metrics_url = ready["mcpUrl"].removesuffix("/mcp") + "/metrics"
-        async with mcp.Client(ready["mcpUrl"], mode="legacy") as client:
-            await client.call_tool("noop", {})  # the session and the tool's first call are set up
-            before = await young_collections(http, metrics_url)
-            with trio.fail_after(60):
+        with trio.fail_after(60):
+            async with mcp.Client(ready["mcpUrl"], mode="legacy") as client:
+                await client.call_tool("noop", {})  # the session and the tool's first call are set up
+                before = await young_collections(http, metrics_url)
                 for _ in range(CALLS):
                     assert not (await client.call_tool("noop", {})).is_error
-            after = await young_collections(http, metrics_url)
+                after = await young_collections(http, metrics_url)
     assert after - before <= AT_MOST, f"{after - before:g} young collections for {CALLS} calls"
