@@ -69,13 +69,37 @@ class PeerLinks:
         protocols = [protocol] if isinstance(protocol, str) else protocol
         try:
             with trio.fail_at(limit):
-                return await self.host.new_stream(ID.from_base58(peer_id), protocols)  # type: ignore[arg-type]
+                return await self._new_stream(ID.from_base58(peer_id), protocols)
         except trio.TooSlowError:
             if limit >= deadline:
                 raise ToolTimeout(f"deadline passed while opening a stream to peer {peer_id}") from None
             raise PeerUnreachable(f"no stream to peer {peer_id} within {self.connect_timeout:g} s") from None
         except Exception as exc:  # libp2p raises many unrelated types for a failed dial
             raise PeerUnreachable(f"cannot open a stream to peer {peer_id}: {type(exc).__name__}") from None
+
+    async def _new_stream(self, peer: ID, protocols: list[str]) -> INetStream:
+        """`host.new_stream`, once more on a new connection if the one it used was closing.
+
+        **A stream on a closing connection fails instead of dialling (py-libp2p 0.8.1,
+        `Swarm.new_stream`).** A connection stays registered while its `close()` shuts the
+        muxer down; a stream opened in that window fails ("No valid connections available",
+        or a multistream handshake cut off) although the peer is up. Connections close
+        routinely here: the peer keeper prunes them over `p2p.max_peers`, and so do peers'.
+        A call to a peer whose connection either side was pruning failed with "cannot open a
+        stream ...: SwarmException" (once in CI, `test_thirty_nodes_keep_to_max_peers...`).
+        go-libp2p's `Swarm.NewStream` dials again when its connection turns out closed; so
+        does this, once. Test: `tests/test_closing_connection.py`.
+        """
+        network = self.host.get_network()
+        used = list(network.get_connections(peer))
+        try:
+            return await self.host.new_stream(peer, protocols)  # type: ignore[arg-type]
+        except Exception:
+            if not any(conn.is_closed for conn in used):
+                raise  # not a connection closing under us: the peer's or the dial's failure
+        log.debug("connection to %s was closing; opening a stream on a new one", peer)
+        await network.dial_peer(peer)  # skips the closed connection, dials a new one
+        return await self.host.new_stream(peer, protocols)  # type: ignore[arg-type]
 
     async def call_peer(
         self, peer_id: str, request: ToolRequest, deadline: float, events: CallEvents = NO_EVENTS
