@@ -18,6 +18,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from node.config import LimitsSection, P2PSection
 from node.mesh.connection_limits import ConnectionGuard, connection_config
 from node.mesh.libp2p_patches import (
+    addresses_keep_their_longest_lifetime,
     addresses_skip_closed_listeners,
     batch_yamux_window_updates,
     disable_auto_connector,
@@ -47,6 +48,7 @@ def build_host(key_pair: KeyPair, p2p: P2PSection, limits: LimitsSection) -> IHo
     batch_yamux_window_updates(swarm)
     whole_writes(swarm)
     addresses_skip_closed_listeners(host)
+    addresses_keep_their_longest_lifetime(host.get_peerstore())
     # The library's own handlers (identify, identify push, ping) can raise out of the host too:
     # identify reads the listen addresses, which raises OSError once the listener closed, so a
     # peer identifying a node as it stopped ended that node with a traceback.

@@ -28,6 +28,7 @@ canary that fails once the library no longer leaks.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -183,7 +184,6 @@ def bound_provider_store(store: Any, *, ttl: float, max_keys: int, added: Callab
     Test: `tests/hardening/test_discovery_hostile.py::test_provider_records_expire_after_the_ttl`
     (fails without it: the record is still served after its TTL).
     """
-    import time
 
     get_providers = store.get_providers
     add_provider = store.add_provider
@@ -526,6 +526,38 @@ def addresses_skip_closed_listeners(host: IHost) -> None:
         return addrs
 
     host.get_transport_addrs = get_transport_addrs  # type: ignore[attr-defined,method-assign]
+
+
+def addresses_keep_their_longest_lifetime(peerstore: Any) -> None:
+    """Make one peerstore keep a peer's addresses as long as the longest-lived add asked.
+
+    **One expiry per peer, set by whichever add came last (py-libp2p 0.8.1, `peer/peerstore.py`).**
+    `add_addrs(peer, addrs, ttl)` sets the peer's single TTL from now, for every address it holds.
+    Identify stores a connected peer's listen addresses for 2 h; the node then stores the ones
+    its card names for `p2p.announce_ttl_seconds`, and that shorter TTL expired them all. A
+    peer pruned for `p2p.max_peers` stays offered for a lease (`PeerDirectory.unlink`), longer
+    than that in a big mesh, and a call to it failed with "No known addresses" ("peer ID is
+    expired"; once in CI, `test_thirty_nodes_keep_to_max_peers...`). On this peerstore an add
+    never shortens the expiry of addresses still held; an address given for ever (TTL 0) stays.
+    Tests: `tests/test_peer_addresses.py` (canary:
+    `::test_unpatched_libp2p_still_expires_addresses_at_the_last_ttl`).
+    """
+    add_addrs = peerstore.add_addrs
+
+    def add_addrs_keeping_lifetime(peer_id: ID, addrs: Any, ttl: int = 0) -> None:
+        add_addrs(peer_id, addrs, _lifetime(peerstore, peer_id, ttl))
+
+    peerstore.add_addrs = add_addrs_keeping_lifetime  # `add_addr` and peer records call it too
+
+
+def _lifetime(peerstore: Any, peer_id: ID, ttl: int) -> int:
+    """The TTL for an add of `ttl` that leaves the peer's live addresses at least their own."""
+    held = peerstore.peer_data_map.get(peer_id)
+    if held is None or not held.get_addrs() or held.is_expired():
+        return ttl
+    if held.ttl == 0 or ttl == 0:  # 0: valid for ever, in the library's terms
+        return 0
+    return max(ttl, held.last_identified + held.ttl - int(time.time()))
 
 
 def batch_yamux_window_updates(swarm: Swarm) -> None:
