@@ -26,7 +26,9 @@ from node.app import DEPARTURE_GRACE, Node
 from node.mesh.host import parse_peer_addr
 from node.runtime.signals import ChangeSignal
 from protocols.announce import CARDS_TOPIC
+from protocols.call import CALL_PROTOCOL
 from protocols.errors import PeerUnreachable, ToolTimeout
+from protocols.prune import PRUNE_PROTOCOL
 from tests.helpers import ECHO_PARAMS, counter, node_config, py_tool, wait_until
 from tests.raw_peer import raw_host
 
@@ -437,6 +439,55 @@ async def test_pruning_a_peer_without_the_notice_protocol_still_closes_it():
         await wait_until(lambda: raw.get_id().to_string() in a.connected_peers(), a.connections)
         await a.keeper.prune(raw.get_id().to_string())  # bounded itself: notice 5 s, close 5 s
         assert raw.get_id().to_string() not in a.connected_peers()
+
+
+async def test_a_call_that_begins_while_a_prune_notice_is_out_is_not_cut():
+    """A prunes B; B's call reaches A after A chose the connection and before it closed it. A
+    checks again once B has the notice and keeps the connection: the call ends well. (A closed
+    it regardless, and the call was lost: "vanished during the call", not retried for a tool that
+    is not idempotent; once in a 40-node bench.) The notice and the call are held at their
+    handlers so the call is on A's side, its protocol agreed, when A checks."""
+    async with AsyncExitStack() as stack:
+        a, b = await _a_with_a_tool_and_b(stack)
+        await wait_until(lambda: knows(b, "a_echo"), b.directory.changed, timeout=20)
+        notice_in, notice_answered = trio.Event(), trio.Event()
+        call_in, call_served = trio.Event(), trio.Event()
+
+        async def held_notice(stream: Any) -> None:
+            notice_in.set()
+            await notice_answered.wait()
+            await b.keeper.serve_prune_notice(stream)
+
+        async def held_call(stream: Any) -> None:
+            call_in.set()
+            await call_served.wait()
+            await a.service.serve_call_stream(stream)
+
+        b.host.set_stream_handler(PRUNE_PROTOCOL, held_notice)  # type: ignore[arg-type]
+        a.host.set_stream_handler(CALL_PROTOCOL, held_call)  # type: ignore[arg-type]
+        answers: list[str] = []
+
+        async def call() -> None:
+            routed = await b.call("a_echo", {"text": "mid-prune"}, timeout=30)
+            answers.append(routed.result.text_output())
+
+        decided = trio.Event()
+
+        async def prune() -> None:
+            await a.keeper.prune(b.peer_id)
+            decided.set()  # the connection closed, or kept for the call
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(prune)
+                await notice_in.wait()
+                nursery.start_soon(call)
+                await call_in.wait()
+                notice_answered.set()  # A's prune goes on now, with B's call on the connection
+                await decided.wait()
+                call_served.set()
+        assert answers == ["mid-prune"]
+        assert a.keeper.prunes == 0 and b.peer_id in a.connected_peers()
 
 
 async def test_a_restarted_peer_is_called_again_within_seconds(figures):

@@ -4,7 +4,8 @@
 Every `TICK` seconds (and whenever a connection opens or closes):
 - over `max_peers`: close connections down to a low-water mark (`low_water`: a quarter below the
   bound, as go-libp2p's connection manager trims to its low water), never a bootstrap peer's, a
-  GossipSub mesh peer's, one with a tool call on it or one younger than `GRACE`; the newest first
+  GossipSub mesh peer's, one with a tool call on it (checked again once the peer has the notice:
+  a call may begin meanwhile) or one younger than `GRACE`; the newest first
   (short-lived connections opened for calls and DHT queries go before long-held ones). Trimming
   to the bound itself kept every node full: each new connection cost another one, and a peer
   under `min_peers` that dialled a full one was pruned again and again. The directory keeps a
@@ -131,12 +132,20 @@ class PeerKeeper:
                   self.max_peers, self.low_water)
 
     async def prune(self, peer_id: str) -> None:
-        """Close the connection to a peer, telling it first that it is a prune (see protocols/prune.py)."""
+        """Close the connection to a peer, telling it first that it is a prune (see protocols/prune.py),
+        unless a tool call began on it meanwhile."""
         peer = ID.from_base58(peer_id)
         self.pruned.add(peer_id)  # its disconnect is then no departure, here either
-        self.prunes += 1
         with trio.move_on_after(NOTICE_TIMEOUT):
             await self._tell_pruned(peer)
+        if self._busy(peer_id):
+            # A call began on the connection while the notice was out: closing now would cut it
+            # (a call to a tool that is not idempotent is then lost, not retried). A later tick
+            # prunes the connection once it is idle, if it is still over the bound.
+            self.pruned.discard(peer_id)
+            log.debug("not pruning %s: a tool call began on its connection", peer_id)
+            return
+        self.prunes += 1
         with trio.move_on_after(DISCONNECT_TIMEOUT) as scope:  # the keeper's loop waits for its prunes
             try:
                 await self.host.disconnect(peer)
