@@ -85,8 +85,8 @@ class PeerLinks:
         muxer down; a stream opened in that window fails ("No valid connections available",
         or a multistream handshake cut off) although the peer is up. Connections close
         routinely here: the peer keeper prunes them over `p2p.max_peers`, and so do peers'.
-        A call to a peer whose connection either side was pruning failed with "cannot open a
-        stream ...: SwarmException" (once in CI, `test_thirty_nodes_keep_to_max_peers...`).
+        Card exchanges failed so in runs of `test_thirty_nodes_keep_to_max_peers...`, and a
+        call then fails with "cannot open a stream ...: SwarmException".
         go-libp2p's `Swarm.NewStream` dials again when its connection turns out closed; so
         does this, once. Test: `tests/test_closing_connection.py`.
         """
