@@ -184,7 +184,6 @@ def bound_provider_store(store: Any, *, ttl: float, max_keys: int, added: Callab
     Test: `tests/hardening/test_discovery_hostile.py::test_provider_records_expire_after_the_ttl`
     (fails without it: the record is still served after its TTL).
     """
-
     get_providers = store.get_providers
     add_provider = store.add_provider
 
@@ -537,8 +536,9 @@ def addresses_keep_their_longest_lifetime(peerstore: Any) -> None:
     its card names for `p2p.announce_ttl_seconds`, and that shorter TTL expired them all. A
     peer pruned for `p2p.max_peers` stays offered for a lease (`PeerDirectory.unlink`), longer
     than that in a big mesh, and a call to it failed with "No known addresses" ("peer ID is
-    expired"; `test_thirty_nodes_keep_to_max_peers...` failed so in CI and here). On this peerstore an add
-    never shortens the expiry of addresses still held; an address given for ever (TTL 0) stays.
+    expired"; `test_thirty_nodes_keep_to_max_peers...` failed so in CI and here). On this
+    peerstore an add never shortens the expiry of addresses still held; an address given for
+    ever (TTL 0) stays so.
     Tests: `tests/test_peer_addresses.py` (canary:
     `::test_unpatched_libp2p_still_expires_addresses_at_the_last_ttl`).
     """
