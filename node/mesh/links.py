@@ -88,7 +88,10 @@ class PeerLinks:
         Card exchanges failed so in runs of `test_thirty_nodes_keep_to_max_peers...`, and a
         call then fails with "cannot open a stream ...: SwarmException".
         go-libp2p's `Swarm.NewStream` dials again when its connection turns out closed; so
-        does this, once. Test: `tests/test_closing_connection.py`.
+        does this, once, for the node's own protocols only: in the swarm it would also redial
+        for pubsub and the prune notice, which must never dial a peer whose connection is
+        closing (`libp2p_patches.pubsub_rides_existing_connections`, `PeerKeeper._tell_pruned`).
+        Test: `tests/test_closing_connection.py`.
         """
         network = self.host.get_network()
         used = list(network.get_connections(peer))
