@@ -144,3 +144,27 @@ async def test_a_period_set_on_a_small_mesh_lengthens_as_the_mesh_grows_within_i
         {"announce_seconds": 2, "announce_ttl_seconds": 10, "announce_seconds_per_peer": 1}, peers_added=30)
     assert lease == 10
     assert 5 <= gap < lease  # 2 s if the period set on the empty directory were kept; 30 s uncapped
+
+
+async def test_a_newcomer_announces_at_the_period_its_announcers_show():
+    """A node's directory fills at the pace of the mesh's announcements, so a period set from it
+    alone stays short for minutes after a node joins a big mesh. The leases the node hears show
+    the mesh's period at once: with three signers heard it takes their median (one signer's
+    extreme lease does not set it), and announces with the matching lease."""
+    p2p = {"announce_seconds": 2, "announce_ttl_seconds": 10, "announce_seconds_per_peer": 1}
+    node = make_node(node_config("n", p2p=p2p))
+    async with node.running(), raw_host() as a, raw_host() as b, raw_host() as c:
+        announcements = node.announcements
+        assert announcements is not None
+        # Leases 100 s and 150 s scale back to periods of 20 s and 30 s here (2 s per 10 s of lease).
+        for host, ttl in ((a, 100), (b, MAX_TTL_SECONDS), (c, 150)):
+            async with raw_pubsub(host, node.host, CARDS_TOPIC) as (pubsub, _):
+                peer_id = host.get_id().to_string()
+                message = {"card": wire_card(peer_id, f"p{ttl}"), "seq": 1, "ttl": ttl}
+                await pubsub.publish(CARDS_TOPIC, json.dumps(message).encode())
+                known = node.directory.changed
+                await wait_until(lambda p=peer_id: node.directory.get(p) is not None, known, timeout=10)
+            if host is not c:  # two signers: not enough to go by, and their directory of 2 means 2 s
+                assert announcements.period() == 2
+        assert announcements.heard_period() == 150 * 2 / 10  # the median of 100, 150 and the hostile maximum
+        assert (announcements.period(), announcements.lease()) == (30, 150)

@@ -6,7 +6,8 @@ per peer this node knows when that is longer: every node receives every announce
 period made each node's idle work grow with the mesh (40 nodes every 15 s: ~3 messages a second,
 each received from several mesh peers); so the mesh as a whole sends one every
 `announce_seconds_per_peer` seconds, whatever its size. The period is read again when it is due
-(`Announcements._due`), so that those set while a mesh starts grow as directories fill. Each
+(`Announcements._due`), so that those set while a mesh starts grow as directories fill, and a
+newcomer takes the period the announcements it hears show (`heard_period`). Each
 announcement carries its lease (`ttl`), scaled with the period from `p2p.announce_ttl_seconds`.
 
 GossipSub signs each message with the publisher's key and checks that signature on every hop
@@ -44,6 +45,7 @@ New peers come from the DHT's routing table instead (node/mesh/peer_keeper.py).
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import NamedTuple
@@ -91,6 +93,7 @@ MAX_MERGED_RPC_BYTES = MAX_ANNOUNCEMENT_BYTES  # queued RPCs written as one up t
 LEAVE_TIMEOUT = 1.0  # for the leaving announcement when the node stops
 FLUSH_POLL = 0.01
 SEEN_SIGNERS = 4096  # last-message cache entries kept at most
+HEARD_QUORUM = 3  # signers heard before their leases set this node's period
 # py-libp2p's GossipSub drops messages past 10 a second per *forwarding* peer and topic: a peer
 # relays everyone's announcements, so with 30 nodes starting together half the cards were lost.
 # Raised here; what bounds a publisher is the per-signer limit in the topic validator.
@@ -192,6 +195,10 @@ class Announcements:
         """The peers GossipSub's mesh for the cards topic runs through now."""
         return {peer.to_string() for peer in self.router.mesh.get(CARDS_TOPIC, ())}
 
+    def subscribed(self, peer_id: str) -> bool:
+        """Is this connected peer on the cards topic, so that it announces its own card?"""
+        return ID.from_base58(peer_id) in self.pubsub.peer_topics.get(CARDS_TOPIC, ())
+
     def mesh_size(self) -> int:
         """How many peers this node's announcements go to first (`praxis_gossip_mesh_peers`)."""
         return len(self.router.mesh.get(CARDS_TOPIC, ()))
@@ -209,11 +216,27 @@ class Announcements:
         return True
 
     def period(self) -> float:
-        """Seconds between this node's announcements: the configured period, longer in a big mesh,
-        but never so long that its lease would pass the longest an announcement may give (the
-        lease is cut there, and receivers would drop the card before the next announcement)."""
+        """Seconds between this node's announcements: the configured period, longer in a big mesh
+        (the one this node's directory shows, or the one its announcers show, whichever is
+        bigger), but never so long that its lease would pass the longest an announcement may give
+        (the lease is cut there, and receivers would drop the card before the next announcement)."""
         longest = MAX_TTL_SECONDS * self.every / self.ttl
-        return max(self.every, min(self.per_peer * len(self.directory), longest))
+        return max(self.every, min(max(self.per_peer * len(self.directory), self.heard_period()), longest))
+
+    def heard_period(self) -> float:
+        """The period the nodes this one hears announce at: the median of the leases they last
+        gave, scaled back to a period with this node's settings (a mesh shares its config).
+
+        A newcomer's directory fills at the pace of the mesh's announcements (about one a
+        `announce_seconds_per_peer`): set from it alone, its period stayed short for minutes and
+        a mesh that had just started published three times what it does settled (200 packed
+        nodes: 2.9 announcements a second instead of one). The announcements it hears tell it the
+        mesh's period at once. 0 until `HEARD_QUORUM` signers are heard; the median, so that a
+        few signers' extreme leases do not set it (many signers could, as they could fill the
+        directory; either way the period stays within `MAX_TTL_SECONDS`)."""
+        if len(self._last) < HEARD_QUORUM:
+            return 0.0
+        return statistics.median(heard.lease for heard in self._last.values()) * self.every / self.ttl
 
     def lease(self, period: float | None = None) -> float:
         """How long receivers keep this node's card after an announcement made with `period` (by
