@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
@@ -97,3 +98,28 @@ async def test_metrics_show_the_gossipsub_mesh_announcements_go_to() -> None:
         await stack.enter_async_context(d.running())
         with pytest.raises(KeyError):  # no GossipSub without discovery: no such gauge
             sample(d, "praxis_gossip_mesh_peers")
+
+
+async def test_the_periodic_card_refresh_leaves_out_peers_that_announce_over_gossipsub() -> None:
+    """A refreshes cards every second. D announces nothing (discovery off): A fetches its card
+    again at every refresh. B is on the cards topic, so its changes reach A announced (and
+    pushed): A leaves it out, although no running announcement holds B's card (its lease is half
+    a second, and B announces hourly)."""
+    async with AsyncExitStack() as stack:
+        a = discovering("a", min_peers=0, card_refresh_seconds=1)
+        await stack.enter_async_context(a.running())
+        b = discovering("b", bootstrap=[a.addrs[0]], min_peers=0, announce_seconds=3600, announce_ttl_seconds=0.5)
+        await stack.enter_async_context(b.running())
+        d = discovering("d", bootstrap=[a.addrs[0]], discovery=False)
+        await stack.enter_async_context(d.running())
+        assert a.announcements is not None
+        await wait_until(lambda: a.directory.get(b.peer_id) is not None and a.directory.get(d.peer_id) is not None,
+                         a.directory.changed, timeout=15)
+        with trio.fail_after(15):  # B's subscription reaches A, B's half-second lease runs out
+            while not a.announcements.subscribed(b.peer_id) or a.directory.announced(b.peer_id):
+                await trio.sleep(0.1)  # neither has a signal to wait on; bounded above
+        refreshed_b = counter(b, "praxis_card_exchanges", started_by="peer")
+        refreshed_d = counter(d, "praxis_card_exchanges", started_by="peer")
+        await wait_until(lambda: counter(d, "praxis_card_exchanges", started_by="peer") >= refreshed_d + 2,
+                         d.cards.exchanged, timeout=15)  # two of A's refreshes since
+        assert counter(b, "praxis_card_exchanges", started_by="peer") == refreshed_b

@@ -3,7 +3,11 @@
 Cards are exchanged on every new connection (whichever side dialled), again whenever this
 node's own tools change, and periodically (`p2p.card_refresh_seconds`); on a new connection and
 periodically, not with a peer whose card an announcement holds (with discovery most connections
-are short DHT ones: an exchange on each cost about a third of their streams). A peer may start
+are short DHT ones: an exchange on each cost about a third of their streams). The periodic
+refresh also leaves out a peer whose card is held and that `announces` over GossipSub: its
+changes reach this node announced, and pushed. (Announcements of a big mesh come minutes apart,
+so most connected peers' cards were held by no running one: 200 packed nodes with
+`announce_seconds_per_peer` 4 refreshed 80 cards a second at rest, the largest part of their work.) A peer may start
 at most `limits.max_card_pushes_per_minute` exchanges a minute; past that its card streams are
 reset unread. A card is stored only while its peer is still connected.
 """
@@ -53,6 +57,7 @@ class CardExchange:
         own_card_changed: ChangeSignal,
         new_peer: Callable[[str], None],
         activity: MeshActivity,
+        announces: Callable[[str], bool] = lambda peer_id: False,
     ) -> None:
         self.links = links
         self.directory = directory
@@ -62,6 +67,8 @@ class CardExchange:
         self.own_card_changed = own_card_changed
         self.new_peer = new_peer  # called once for each peer whose first card was stored
         self.activity = activity
+        self.announces = announces  # does this peer announce its own card (GossipSub)?
+        self.exchanged = ChangeSignal()  # bumped after each exchange, whoever started it
         self.pushes = RateWindow(pushes_per_minute)
         self._push_refused: set[str] = set()  # peers told once that their pushes are refused
         self._exchanging: set[str] = set()
@@ -102,9 +109,9 @@ class CardExchange:
         self._exchanging.add(peer_id)
         start_isolated(self._nursery, f"card exchange with {peer_id}", self._exchange_with, peer_id)
 
-    def exchange_with_all(self, *, unless_announced: bool = False) -> None:
+    def exchange_with_all(self) -> None:
         for peer_id in self.links.connected_peers():
-            self.request_exchange(peer_id, unless_announced=unless_announced)
+            self.request_exchange(peer_id)
 
     def forget(self, peer_id: str) -> None:
         """The peer left: drop its push budget."""
@@ -142,6 +149,7 @@ class CardExchange:
             log.log(level, "card exchange with %s failed: %s", peer_id, exc.message)
             return
         self._store(card)
+        self.exchanged.bump()
 
     def _store(self, card: Card) -> None:
         if not self.links.is_connected(card.peer_id):
@@ -162,4 +170,6 @@ class CardExchange:
     async def _refresh_periodically(self) -> None:
         while True:
             await trio.sleep(self.refresh_seconds)
-            self.exchange_with_all(unless_announced=True)
+            for peer_id in self.links.connected_peers():
+                if self.directory.get(peer_id) is None or not self.announces(peer_id):
+                    self.request_exchange(peer_id, unless_announced=True)
