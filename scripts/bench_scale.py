@@ -63,6 +63,7 @@ MAX_NODES = 1000
 LOOPBACK_SETTINGS = ["limits.max_connections_per_ip=128"]
 MiB = 1024 * 1024
 STATUS_READS_IN_FLIGHT = 16  # the idle phase's /status reads at once
+FEWEST_SHOWN = 5  # nodes named in the report as listing the fewest tools (one alone knows nobody)
 
 
 def log(message: str) -> None:
@@ -261,7 +262,7 @@ async def idle(run: Run) -> dict[str, Any]:
         if count is not None:
             socks.extend([count / len(nodes)] * len(nodes))
     connections: list[float] = []
-    known: list[float] = []
+    known: dict[str, int] = {}  # node name -> tools its /status lists
     source = "status"
     reading = trio.CapacityLimiter(STATUS_READS_IN_FLIGHT)
 
@@ -271,7 +272,7 @@ async def idle(run: Run) -> dict[str, Any]:
             status = await get_status(run.http, spec.base_url, run.args.call_timeout)
             tools = status.get("tools") if status is not None else None
             if isinstance(tools, list):
-                known.append(len(tools))
+                known[spec.name] = len(tools)
             count = connections_from_status(status)
             if count is None:  # a /status of another shape: the metrics gauge
                 source = "metrics"
@@ -291,7 +292,8 @@ async def idle(run: Run) -> dict[str, Any]:
         "socketsTotal": sum(c for c in sockets.values() if c is not None),
         "connections": summary(connections, 1), "connectionsSource": source,
         "connectionsReported": len(connections),
-        "toolsKnown": summary(known, 1),  # as each node's /status lists them (its own included)
+        "toolsKnown": summary(list(known.values()), 1),  # as each node's /status lists them (its own included)
+        "fewestTools": dict(sorted(known.items(), key=lambda item: item[1])[:FEWEST_SHOWN]),
         "upkeep": upkeep_rates(upkeep0, upkeep1),
         "gossipMeshPeers": summary(meshes, 1),  # after the window
         "gossipMeshEmpty": meshes.count(0),

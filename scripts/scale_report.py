@@ -100,6 +100,8 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
             ("tools each node's /status lists, of " + str(figures["nodes"]),
              fmt_summary(idle.get("toolsKnown")) + (f", min {fmt(idle['toolsKnown'].get('min'))}"
                                                     if (idle.get("toolsKnown") or {}).get("count") else "")),
+            ("  the nodes that list the fewest", ", ".join(f"{name} {count}" for name, count
+                                                       in (idle.get("fewestTools") or {}).items()) or "-"),
             ("established TCP sockets, /mcp excluded," + per, fmt_summary(idle.get("sockets"))),
             ("  all processes together", fmt(idle.get("socketsTotal"))),
             ("RSS" + per, fmt_summary(idle.get("rssMiB"), " MiB")),
