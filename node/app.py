@@ -168,7 +168,7 @@ class Node:
             links, self.directory, self.own_card, self.limits,
             pushes_per_minute=limits.max_card_pushes_per_minute, refresh_seconds=config.p2p.card_refresh_seconds,
             own_card_changed=self.own_card_changed, new_peer=self._first_card, activity=stats.activity,
-            announces=self.announcements.subscribed if self.announcements is not None else lambda peer_id: False,
+            announces=self.announcements.reach_here if self.announcements is not None else lambda peer_id: False,
         )
         self.mesh = MeshView(router, self.directory, stats, name=config.agent.name, version=config.agent.version,
                              peer_id=self.peer_id, card=self.own_card, peer_list=self.peer_exchange.peer_list,

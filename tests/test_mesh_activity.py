@@ -17,6 +17,7 @@ from libp2p.peer.id import ID
 from node.app import Node
 from node.mesh.libp2p_patches import on_mesh_peer_added
 from node.runtime.signals import ChangeSignal
+from protocols.announce import CARDS_TOPIC
 from tests.helpers import ECHO_PARAMS, counter, node_config, py_tool, sample, wait_until
 
 
@@ -116,10 +117,12 @@ async def test_the_periodic_card_refresh_leaves_out_peers_that_announce_over_gos
         await wait_until(lambda: a.directory.get(b.peer_id) is not None and a.directory.get(d.peer_id) is not None,
                          a.directory.changed, timeout=15)
         with trio.fail_after(15):  # B's subscription reaches A, B's half-second lease runs out
-            while not a.announcements.subscribed(b.peer_id) or a.directory.announced(b.peer_id):
+            while not a.announcements.reach_here(b.peer_id) or a.directory.announced(b.peer_id):
                 await trio.sleep(0.1)  # neither has a signal to wait on; bounded above
         refreshed_b = counter(b, "praxis_card_exchanges", started_by="peer")
         refreshed_d = counter(d, "praxis_card_exchanges", started_by="peer")
         await wait_until(lambda: counter(d, "praxis_card_exchanges", started_by="peer") >= refreshed_d + 2,
                          d.cards.exchanged, timeout=15)  # two of A's refreshes since
         assert counter(b, "praxis_card_exchanges", started_by="peer") == refreshed_b
+        a.announcements.router.mesh[CARDS_TOPIC].clear()  # as if GossipSub had pruned every mesh peer:
+        assert not a.announcements.reach_here(b.peer_id)  # no announcement reaches A, B is refreshed again

@@ -195,9 +195,10 @@ class Announcements:
         """The peers GossipSub's mesh for the cards topic runs through now."""
         return {peer.to_string() for peer in self.router.mesh.get(CARDS_TOPIC, ())}
 
-    def subscribed(self, peer_id: str) -> bool:
-        """Is this connected peer on the cards topic, so that it announces its own card?"""
-        return ID.from_base58(peer_id) in self.pubsub.peer_topics.get(CARDS_TOPIC, ())
+    def reach_here(self, peer_id: str) -> bool:
+        """Do this connected peer's announcements reach this node? It is on the cards topic, and
+        this node's GossipSub mesh has a peer (an empty mesh hears no announcement)."""
+        return bool(self.mesh_size()) and ID.from_base58(peer_id) in self.pubsub.peer_topics.get(CARDS_TOPIC, ())
 
     def mesh_size(self) -> int:
         """How many peers this node's announcements go to first (`praxis_gossip_mesh_peers`)."""
