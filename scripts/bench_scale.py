@@ -297,6 +297,7 @@ async def idle(run: Run) -> dict[str, Any]:
         "upkeep": upkeep_rates(upkeep0, upkeep1),
         "gossipMeshPeers": summary(meshes, 1),  # after the window
         "gossipMeshEmpty": meshes.count(0),
+        "gossipMeshEmptyNodes": sorted(name for name, (_, upkeep) in upkeep1.items() if upkeep.gossip_mesh == 0),
         "harnessCpuPercent": round(harness, 2),
     }
 

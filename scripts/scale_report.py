@@ -110,8 +110,10 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
             ("  all nodes together", fmt(idle.get("cpuPercentTotal"), " % of a core")),
         ]
         if (idle.get("gossipMeshPeers") or {}).get("count"):
+            empty = idle.get("gossipMeshEmptyNodes")
             rows.append(("GossipSub mesh peers per node (/metrics)", fmt_summary(idle["gossipMeshPeers"])
-                         + f", min {fmt(idle['gossipMeshPeers'].get('min'))}, {idle.get('gossipMeshEmpty')} with none"))
+                         + f", min {fmt(idle['gossipMeshPeers'].get('min'))}, {idle.get('gossipMeshEmpty')} with none"
+                         + (f" ({', '.join(empty)})" if empty else "")))
         rows += [(f"  {key} per second (/metrics)", f"{fmt(rate.get('meshPerSecond'))} in the mesh, per node "
                   + fmt_summary(rate.get("perNodePerSecond")))
                  for key, rate in (idle.get("upkeep") or {}).items() if rate.get("meshPerSecond")]  # zeros: JSON only

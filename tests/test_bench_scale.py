@@ -142,12 +142,15 @@ def test_report_rows_show_a_failed_phase_and_skip_its_figures() -> None:
     assert not any(label.startswith("restart of") for label in rows)
 
 
-def test_report_rows_name_the_nodes_that_list_the_fewest_tools() -> None:
+def test_report_rows_name_the_nodes_that_know_fewest_tools_and_hear_no_announcement() -> None:
     summary_of_known = {"count": 3, "min": 1, "median": 3, "p90": 3, "max": 3}
     figures = {"mode": "packed", "nodes": 3, "processes": 1,
-               "idle": {"toolsKnown": summary_of_known, "fewestTools": {"n2": 1, "n0": 3}}}
+               "idle": {"toolsKnown": summary_of_known, "fewestTools": {"n2": 1, "n0": 3},
+                        "gossipMeshPeers": {"count": 3, "min": 0, "median": 1, "p90": 1, "max": 1},
+                        "gossipMeshEmpty": 1, "gossipMeshEmptyNodes": ["n2"]}}
     rows = dict(report_rows(figures))
     assert rows["  the nodes that list the fewest"] == "n2 1, n0 3"
+    assert rows["GossipSub mesh peers per node (/metrics)"].endswith("1 with none (n2)")
 
 
 async def test_a_packed_worker_starts_nodes_asked_for_at_once(tmp_path: Path) -> None:
