@@ -57,7 +57,7 @@ class CardExchange:
         own_card_changed: ChangeSignal,
         new_peer: Callable[[str], None],
         activity: MeshActivity,
-        announces: Callable[[str], bool] = lambda peer_id: False,
+        announces: Callable[[str], bool],
     ) -> None:
         self.links = links
         self.directory = directory
